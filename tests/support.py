@@ -1,0 +1,81 @@
+"""Helpers for tests: free loopback ports and a real `harness serve` subprocess."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTDATA = ROOT.parent / "shared" / "testdata"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def harness_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "harness", *args]
+
+
+@contextlib.contextmanager
+def running_server(backend: str = "local", workers: int = 2, opts: Optional[dict] = None,
+                   extra: Sequence[str] = (), ready_timeout: float = 30.0,
+                   env: Optional[dict] = None) -> Iterator[dict]:
+    """Start `harness serve` on a free port; yield its ready record plus ``proc``.
+
+    The record is the JSON ready line: host, port, workers, pid. On exit the
+    server gets SIGTERM, then SIGKILL after 10 s.
+    """
+    cmd = harness_cmd("serve", "--backend", backend, "--workers", str(workers),
+                      "--host", "127.0.0.1", "--port", "0", *extra)
+    for k, v in (opts or {}).items():
+        cmd += ["--opt", f"{k}={v}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True, cwd=ROOT,
+                            env={**os.environ, **(env or {})}, start_new_session=True)
+    try:
+        ready = _read_ready(proc, ready_timeout)
+        ready["proc"] = proc
+        yield ready
+    finally:
+        _stop(proc)
+
+
+def _read_ready(proc: subprocess.Popen, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), True)
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"harness serve exited ({proc.poll()}) before its ready line")
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("event") == "ready":
+            return rec
+    raise RuntimeError("harness serve printed no ready line in time")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    if proc.stdout:
+        proc.stdout.close()
