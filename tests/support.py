@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -40,7 +41,7 @@ def running_server(backend: str = "local", workers: int = 2, opts: Optional[dict
                       "--host", "127.0.0.1", "--port", "0", *extra)
     for k, v in (opts or {}).items():
         cmd += ["--opt", f"{k}={v}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True, cwd=ROOT,
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, cwd=ROOT,
                             env={**os.environ, **(env or {})}, start_new_session=True)
     try:
         ready = _read_ready(proc, ready_timeout)
@@ -51,20 +52,28 @@ def running_server(backend: str = "local", workers: int = 2, opts: Optional[dict
 
 
 def _read_ready(proc: subprocess.Popen, timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
+    """Read stdout until the JSON ready line, without blocking past ``timeout``."""
     assert proc.stdout is not None
-    os.set_blocking(proc.stdout.fileno(), True)
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    buf = b""
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"harness serve exited ({proc.poll()}) before its ready line")
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("event") == "ready":
-            return rec
-    raise RuntimeError("harness serve printed no ready line in time")
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise RuntimeError(f"harness serve exited ({proc.wait()}) before its ready line")
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and rec.get("event") == "ready":
+                return rec
+    raise RuntimeError(f"harness serve printed no ready line within {timeout} s")
 
 
 def _stop(proc: subprocess.Popen) -> None:
