@@ -1,0 +1,295 @@
+"""The report's figures, one function each, usable from notebooks.
+
+Contract: every function takes DataFrames as returned by ``harness.results.load`` (raw
+or already passed through ``style.normalise_runs``) and returns a matplotlib Figure, or
+None when the data holds nothing to plot (the caller says why). Figures are built
+with the object API (no pyplot state); each has a title, axis labels with units and a
+legend, and colours every backend with ``style.colour``. Only runs with status ok and
+an unsaturated generator are plotted, except in the time series, which shows all.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.lines import Line2D
+
+from harness.report import style
+
+NINES_TICKS = (1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
+NINES_LABELS = ("0%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%")
+COMPONENTS = (("cpu_server_s", "server"), ("cpu_service_s", "service"),
+              ("cpu_loadgen_s", "generator"))
+
+
+def _ok_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    df = style.normalise_runs(runs) if "variant" not in runs else runs
+    return df[df["ok"]]
+
+
+def _panels(n: int, width_each: float, height: float, sharey: bool = True):
+    fig = Figure(figsize=(max(6.0, width_each * n), height), layout="constrained")
+    axes = fig.subplots(1, n, sharey=sharey, squeeze=False)[0]
+    return fig, axes
+
+
+def _durability_legend(modes) -> list:
+    return [Patch(facecolor="white", edgecolor="black", hatch=style.HATCHES[m],
+                  label=f"durability: {m}") for m in style.DURABILITY_MODES if m in set(modes)]
+
+
+def plot_throughput(runs: pd.DataFrame) -> Figure | None:
+    """Calls/s per backend variant, one panel per load group: bar = median of repeats,
+    whisker = min..max, dots = each repeat, dashed line = target rate."""
+    df = _ok_runs(runs)
+    if df.empty:
+        return None
+    loads, variants = style.load_order(df), style.variant_order(df)
+    fig, axes = _panels(len(loads), 0.55 * len(variants) + 2.5, 4.8)
+    for ax, load in zip(axes, loads):
+        sub = df[df["load"] == load]
+        present = [v for v in variants if v in set(sub["variant"])]
+        for i, var in enumerate(present):
+            vals = sub.loc[sub["variant"] == var, "throughput_cps"].astype(float)
+            row = sub[sub["variant"] == var].iloc[0]
+            med = vals.median()
+            ax.bar(i, med, color=style.colour(row["backend"]), hatch=style.HATCHES[row["durability"]],
+                   edgecolor="black", linewidth=0.6, yerr=[[med - vals.min()], [vals.max() - med]],
+                   capsize=4)
+            ax.plot([i] * len(vals), vals, "o", color="black", markersize=3, zorder=3)
+        rate = sub["rate_target"].astype(float).max()
+        if sub["mode"].iloc[0] == "open" and rate > 0:
+            ax.axhline(rate, color="black", linestyle="--", linewidth=0.8)
+        ax.set_xticks(range(len(present)), present, rotation=40, ha="right")
+        ax.set_title(load)
+        ax.set_xlabel("backend (durability)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("throughput (calls/s)")
+    handles = [Patch(color="#dddddd", label="median of repeats"),
+               Line2D([], [], color="black", marker="o", linestyle="", markersize=3, label="one repeat"),
+               Line2D([], [], color="black", linestyle="--", label="target rate")]
+    fig.legend(handles=handles + _durability_legend(df["durability"]), loc="outside right upper",
+               fontsize="small")
+    fig.suptitle("Completed calls per second (whiskers: min-max of repeats)")
+    return fig
+
+
+def _percentile_curve(hist: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """x = 1/(1-p) (the 'nines' axis), y = ms; p=100% is dropped (x would be infinite)."""
+    p = hist["percentile"].astype(float).to_numpy()
+    if p.max() > 1.0:  # tolerate percent as well as fraction
+        p = p / 100.0
+    keep = p < 1.0
+    return 1.0 / (1.0 - p[keep]), hist["value_ms"].astype(float).to_numpy()[keep]
+
+
+def _median_repeat(sub: pd.DataFrame, metric: str) -> str:
+    ordered = sub.sort_values(metric, kind="stable")
+    return ordered["run_id"].iloc[(len(ordered) - 1) // 2]
+
+
+def plot_latency(runs: pd.DataFrame, histograms: pd.DataFrame, txn: str = "invite") -> Figure | None:
+    """HdrHistogram-style percentile distribution of ``txn`` latency per backend variant,
+    one panel per load group: the repeat with the median p99 drawn bold, the others thin."""
+    df = _ok_runs(runs)
+    hist = histograms[histograms["txn"] == txn]
+    df = df[df["run_id"].isin(set(hist["run_id"]))]
+    if df.empty:
+        return None
+    loads, variants = style.load_order(df), style.variant_order(df)
+    fig, axes = _panels(len(loads), 6.0, 4.8)
+    by_run = dict(tuple(hist.groupby("run_id")))
+    p99_col = f"{txn}_p99_ms" if f"{txn}_p99_ms" in df else "throughput_cps"
+    xmax = 10.0
+    for ax, load in zip(axes, loads):
+        sub = df[df["load"] == load]
+        for var in [v for v in variants if v in set(sub["variant"])]:
+            vs = sub[sub["variant"] == var]
+            bold = _median_repeat(vs, p99_col)
+            first = vs.iloc[0]
+            for run_id in vs["run_id"]:
+                x, y = _percentile_curve(by_run[run_id])
+                xmax = max(xmax, x.max(initial=10.0))
+                main = run_id == bold
+                ax.plot(x, y, color=style.colour(first["backend"]),
+                        linestyle=style.LINESTYLES[first["durability"]],
+                        linewidth=1.8 if main else 0.6, alpha=1.0 if main else 0.5,
+                        label=var if main else None)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(load)
+        ax.set_xlabel("percentile")
+        ax.grid(True, which="major", alpha=0.3)
+    ticks = [t for t in NINES_TICKS if t <= xmax * 1.01]
+    for ax in axes:
+        ax.set_xticks(ticks, NINES_LABELS[:len(ticks)])
+        ax.set_xlim(1, ticks[-1])
+        ax.legend(fontsize="small", title="bold: median-p99 repeat", title_fontsize="small")
+    axes[0].set_ylabel(f"{txn.upper()} latency (ms, log scale)")
+    fig.suptitle(f"{txn.upper()} latency by percentile (coordinated-omission corrected)")
+    return fig
+
+
+def cpu_per_call(df: pd.DataFrame) -> pd.DataFrame:
+    """Median µs of CPU per completed call by component, per (load, variant, backend)."""
+    rows = []
+    for (load, var), sub in df.groupby(["load", "variant"], sort=False):
+        calls = sub["calls_completed"].astype(float).replace(0, np.nan)
+        row = {"load": load, "variant": var, "backend": sub["backend"].iloc[0]}
+        for col, name in COMPONENTS:
+            per = sub[col].astype(float).fillna(0.0) * 1e6 / calls if col in sub else 0.0
+            row[name] = float(np.nanmedian(per)) if len(sub) else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_cpu(runs: pd.DataFrame) -> Figure | None:
+    """CPU µs per completed call, stacked server / service / generator, per variant."""
+    df = _ok_runs(runs)
+    if df.empty:
+        return None
+    table = cpu_per_call(df)
+    loads, variants = style.load_order(df), style.variant_order(df)
+    fig, axes = _panels(len(loads), 0.55 * len(variants) + 2.5, 4.8)
+    looks = {"server": dict(alpha=1.0, hatch=""), "service": dict(alpha=0.55, hatch="//"),
+             "generator": dict(alpha=0.2, hatch="..")}
+    for ax, load in zip(axes, loads):
+        sub = table[table["load"] == load].set_index("variant")
+        present = [v for v in variants if v in sub.index]
+        for i, var in enumerate(present):
+            bottom = 0.0
+            for _, comp in COMPONENTS:
+                val = sub.at[var, comp]
+                ax.bar(i, val, bottom=bottom, color=style.colour(sub.at[var, "backend"]),
+                       edgecolor="black", linewidth=0.6, **looks[comp])
+                bottom += val
+        ax.set_xticks(range(len(present)), present, rotation=40, ha="right")
+        ax.set_title(load)
+        ax.set_xlabel("backend (durability)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("CPU time per completed call (µs)")
+    handles = [Patch(facecolor="#555555", edgecolor="black", label=f"{comp}", **looks[comp])
+               for _, comp in COMPONENTS]
+    fig.legend(handles=handles, loc="outside right upper", title="component", fontsize="small")
+    fig.suptitle("CPU cost per call, by process (median of repeats)")
+    return fig
+
+
+def durability_backends(df: pd.DataFrame) -> list[str]:
+    """Backends that ran with more than one durability mode (in one load group)."""
+    counts = df.groupby(["load", "backend"])["durability"].nunique()
+    return sorted(set(counts[counts > 1].index.get_level_values("backend")),
+                  key=lambda b: list(style.BACKEND_COLOURS).index(b)
+                  if b in style.BACKEND_COLOURS else 99)
+
+
+def plot_durability(runs: pd.DataFrame) -> Figure | None:
+    """Cost of durability: calls/s and INVITE p99 per durability mode, grouped by backend,
+    for the load group with the most durability variants; labels give the change
+    against the same backend with durability off. None when no backend varies."""
+    df = _ok_runs(runs)
+    backends = durability_backends(df) if not df.empty else []
+    if not backends:
+        return None
+    df = df[df["backend"].isin(backends)]
+    load = _richest_load(df)
+    df = df[df["load"] == load]
+    fig = Figure(figsize=(max(10.0, 3.2 * len(backends) + 3), 5.0), layout="constrained")
+    axes = fig.subplots(1, 2)
+    metrics = (("throughput_cps", "throughput (calls/s)"), ("invite_p99_ms", "INVITE p99 (ms)"))
+    for ax, (metric, label) in zip(axes, metrics):
+        _durability_bars(ax, df, backends, metric)
+        ax.set_ylabel(label)
+        ax.set_xlabel("backend")
+        ax.set_title(label.split(" (")[0] + " (labels: change vs durability off)",
+                     fontsize="medium")
+        ax.grid(axis="y", alpha=0.3)
+    fig.legend(handles=_durability_legend(df["durability"]), loc="outside lower center",
+               ncols=4, fontsize="small")
+    fig.suptitle(f"Cost of durability per backend ({load}; whiskers: min-max of repeats)")
+    return fig
+
+
+def _richest_load(df: pd.DataFrame) -> str:
+    """The load group with the most variants; ties go to the most workers."""
+    ranked = df.groupby("load").agg(n=("variant", "nunique"), w=("workers", "max"))
+    return ranked.sort_values(["n", "w"], ascending=False).index[0]
+
+
+def _durability_bars(ax, df: pd.DataFrame, backends: list[str], metric: str) -> None:
+    width = 0.8 / len(style.DURABILITY_MODES)
+    for i, backend in enumerate(backends):
+        sub = df[df["backend"] == backend]
+        medians = sub.groupby("durability")[metric].median()
+        modes = [m for m in style.DURABILITY_MODES if m in medians.index]
+        for j, mode in enumerate(modes):
+            x = i + (j - (len(modes) - 1) / 2) * width
+            vals = sub.loc[sub["durability"] == mode, metric].astype(float)
+            med = medians[mode]
+            ax.bar(x, med, width=width * 0.95, color=style.colour(backend),
+                   hatch=style.HATCHES[mode], edgecolor="black", linewidth=0.6,
+                   yerr=[[med - vals.min()], [vals.max() - med]], capsize=3)
+            if mode != "off" and "off" in medians.index and medians["off"]:
+                change = (med / medians["off"] - 1) * 100
+                ax.annotate(f"{change:+.0f}%", (x, vals.max()), ha="center", va="bottom",
+                            fontsize="small", xytext=(0, 2), textcoords="offset points")
+    ax.set_xticks(range(len(backends)), backends)
+    ax.margins(y=0.12)
+
+
+def calls_per_second(series: pd.DataFrame) -> pd.Series:
+    """calls_completed of each interval divided by the interval's length in seconds."""
+    t = series["t_s"].astype(float).to_numpy()
+    dt = np.diff(t, prepend=0.0)
+    if len(dt) > 1:
+        dt[0] = dt[0] if dt[0] > 0 else np.median(dt[1:])
+    dt[dt <= 0] = 1.0
+    return pd.Series(series["calls_completed"].astype(float).to_numpy() / dt, index=series.index)
+
+
+def plot_timeseries(runs: pd.DataFrame, timeseries: pd.DataFrame, max_runs: int = 64) -> Figure | None:
+    """Small multiples, one panel per run: calls/s (backend colour, left axis) and INVITE
+    p99 (black dashed, right axis) over the measured seconds. Shared scales across panels."""
+    df = style.normalise_runs(runs) if "variant" not in runs else runs
+    df = df[df["run_id"].isin(set(timeseries["run_id"]))].head(max_runs)
+    if df.empty:
+        return None
+    ncols = min(4, len(df))
+    nrows = math.ceil(len(df) / ncols)
+    fig = Figure(figsize=(3.4 * ncols + 0.6, 2.3 * nrows + 1.0), layout="constrained")
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel()
+    groups = dict(tuple(timeseries.groupby("run_id")))
+    p99_top = float(timeseries["p99_ms"].astype(float).max()) * 1.1 or 1.0
+    twins = []
+    for ax, (_, run) in zip(axes, df.iterrows()):
+        ts = groups[run["run_id"]].sort_values("t_s")
+        ax.plot(ts["t_s"], calls_per_second(ts), color=style.colour(run["backend"]), linewidth=1.5)
+        twin = ax.twinx()
+        twin.plot(ts["t_s"], ts["p99_ms"], color="black", linestyle="--", linewidth=0.9)
+        twin.set_ylim(0, p99_top)
+        twins.append(twin)
+        flag = "" if run["ok"] else f" [{run['status'] if run['status'] != 'ok' else 'saturated'}]"
+        ax.set_title(f"{run['variant']} r{run['repeat']}, {run['workers']}w{flag}", fontsize="small")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(df):]:
+        ax.set_visible(False)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("calls/s")
+    for i, twin in enumerate(twins):  # right-axis labels only on the last panel of a row
+        if i % ncols == ncols - 1 or i == len(twins) - 1:
+            twin.set_ylabel("p99 (ms)")
+        else:
+            twin.tick_params(labelright=False)
+    for ax in axes[max(0, len(df) - ncols):len(df)]:
+        ax.set_xlabel("time (s)")
+    axes[0].set_ylim(bottom=0)
+    handles = [Line2D([], [], color=style.colour(b), label=f"calls/s: {b}")
+               for b in dict.fromkeys(df["backend"])]
+    handles.append(Line2D([], [], color="black", linestyle="--", label="INVITE p99 (ms)"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(6, len(handles)),
+               fontsize="small")
+    fig.suptitle("Per-second throughput and INVITE p99, one panel per run")
+    return fig
