@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.errors import InvalidInput
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,21 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a folder written by `harness run` (default results/latest)")
 
 
-def check_folder(folder: Path) -> Path:
-    """The folder resolved, or InvalidInput naming what is missing."""
-    if not folder.exists():
-        raise InvalidInput(f"{folder}: no such results folder (give a folder written by "
-                           "`harness run`, e.g. results/latest)")
-    if not (folder / "runs.csv").is_file() and not (folder / "runs.parquet").is_file():
-        raise InvalidInput(f"{folder}: not a results folder (runs.csv is missing)")
-    return folder.resolve()
-
-
 def run(args: argparse.Namespace) -> int:
     from harness.report.render import write_report  # matplotlib only when reporting
 
-    folder = check_folder(Path(args.results_dir))
-    report = write_report(folder)
+    report = write_report(Path(args.results_dir))
     print(f"wrote {report.html} ({len(report.plots)} plots), {report.markdown}")
     for note in report.notes:
         print(f"note: {note}")

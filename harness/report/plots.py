@@ -9,6 +9,7 @@ an unsaturated generator are plotted, except in the time series, which shows all
 """
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -292,4 +293,48 @@ def plot_timeseries(runs: pd.DataFrame, timeseries: pd.DataFrame, max_runs: int 
     fig.legend(handles=handles, loc="outside lower center", ncols=min(6, len(handles)),
                fontsize="small")
     fig.suptitle("Per-second throughput and INVITE p99, one panel per run")
+    return fig
+
+
+def figure_png(fig: Figure, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes (for files, HTML embedding and notebook display)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def plot_side_by_side(base_runs: pd.DataFrame, new_runs: pd.DataFrame,
+                      metric: str = "throughput_cps", unit: str = "calls/s",
+                      labels: tuple[str, str] = ("base", "new")) -> Figure | None:
+    """Two results folders side by side: per (load, variant) the median of ``metric`` of
+    each side (base plain, new hatched, same backend colour), whiskers min..max."""
+    sides = [_ok_runs(base_runs), _ok_runs(new_runs)]
+    both = pd.concat(sides)
+    if both.empty or metric not in both:
+        return None
+    cells = [(load, var) for load in style.load_order(both)
+             for var in style.variant_order(both[both["load"] == load])]
+    fig = Figure(figsize=(max(7.0, 0.9 * len(cells) + 3), 4.8), layout="constrained")
+    ax = fig.subplots()
+    for i, (load, var) in enumerate(cells):
+        for j, side in enumerate(sides):
+            vals = pd.to_numeric(side.loc[(side["load"] == load) & (side["variant"] == var), metric],
+                                 errors="coerce").dropna()
+            if vals.empty:
+                continue
+            backend = both.loc[both["variant"] == var, "backend"].iloc[0]
+            med = vals.median()
+            ax.bar(i + (j - 0.5) * 0.4, med, width=0.38, color=style.colour(backend),
+                   hatch="" if j == 0 else "//", edgecolor="black", linewidth=0.6,
+                   yerr=[[med - vals.min()], [vals.max() - med]], capsize=3)
+    several = len({c[0] for c in cells}) > 1
+    ax.set_xticks(range(len(cells)), [f"{v}\n{l}" if several else v for l, v in cells],
+                  rotation=30, ha="right")
+    ax.set_ylabel(f"{metric} ({unit})")
+    ax.set_xlabel("backend (durability)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(handles=[Patch(facecolor="white", edgecolor="black", label=labels[0]),
+                       Patch(facecolor="white", edgecolor="black", hatch="//", label=labels[1])],
+              title="results folder", fontsize="small")
+    ax.set_title(f"{metric}: {labels[0]} vs {labels[1]} (median, whiskers min-max)")
     return fig

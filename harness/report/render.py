@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -66,12 +65,6 @@ def build_sections(res) -> list[Section]:
     return [Section(name, title, make(), note) for name, title, make, note in specs]
 
 
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    return buf.getvalue()
-
-
 def _fmt(value) -> str:
     if isinstance(value, float):
         if pd.isna(value):
@@ -113,9 +106,10 @@ img{max-width:100%;border:1px solid #eee}.note{color:#555;font-style:italic}"""
 
 
 def write_report(folder: Path) -> Report:
-    """Render the report of ``folder`` into ``folder``; see the module contract."""
-    folder = Path(folder)
-    res = results_mod.load(folder)
+    """Render the report of ``folder`` into the run folder it designates; see the module
+    contract. Raises harness.errors.InvalidInput for a missing or malformed folder."""
+    res = results_mod.load(folder)  # also resolves a results root, scenario folder or latest
+    folder = Path(res.path)
     title = _title(res.manifest, folder)
     sections, tabs = build_sections(res), build_tables(res)
     plot_dir = folder / "plots"
@@ -135,7 +129,7 @@ def write_report(folder: Path) -> Report:
             h.append(f"<p class='note'>Not plotted: {html.escape(sec.note)}.</p>")
             md.append(f"_Not plotted: {sec.note}._\n")
             continue
-        data = _png(sec.figure)
+        data = plots.figure_png(sec.figure, DPI)
         path = plot_dir / f"{sec.name}.png"
         path.write_bytes(data)
         report.plots.append(path)

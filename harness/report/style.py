@@ -38,10 +38,9 @@ def to_bool(value) -> bool:
     """Read a flag column that may hold bools, 0/1, 'True'/'false' strings or NaN."""
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes", "on")
-    try:
-        return bool(value) and not pd.isna(value)
-    except (TypeError, ValueError):
-        return bool(value)
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return False
+    return bool(value)
 
 
 def durability(fsync, eatmydata) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.report import style
 
 
 def _cells(df: pd.DataFrame) -> pd.DataFrame:
