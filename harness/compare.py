@@ -276,7 +276,9 @@ def format_json(rows: Sequence[Row], settings: Settings) -> str:
             "threshold_pct": settings.threshold_pct, "reference": settings.reference,
             "metrics": list(settings.metrics),
             "rows": [{k: _clean(v) for k, v in asdict(r).items()} for r in rows],
-            "regressions": [f"{r.backend}: {r.metric}" for r in rows if r.verdict == "worse"]}
+            "regressions": [{"backend": r.backend, "config": r.config, "metric": r.metric,
+                             "change_pct": _clean(r.change_pct)}
+                            for r in rows if r.verdict == "worse"]}
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 

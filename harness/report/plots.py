@@ -278,7 +278,7 @@ def plot_timeseries(runs: pd.DataFrame, timeseries: pd.DataFrame, max_runs: int 
     for ax in axes[len(df):]:
         ax.set_visible(False)
     for ax in axes[::ncols]:
-        ax.set_ylabel("calls/s")
+        ax.set_ylabel("throughput (calls/s)")
     for i, twin in enumerate(twins):  # right-axis labels only on the last panel of a row
         if i % ncols == ncols - 1 or i == len(twins) - 1:
             twin.set_ylabel("p99 (ms)")
