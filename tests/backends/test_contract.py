@@ -367,3 +367,44 @@ def test_fsync_option_reaches_each_backends_knob() -> None:
 def test_stdlib_backends_need_no_extra() -> None:
     for name in ("local", "shm", "files", "sqlite"):
         assert resolve(name).extra is None
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_sweep_removes_only_expired_records(name: str, make_store: StoreFactory) -> None:
+    store = make_store(name)
+    for i in range(20):
+        store.put(b"short-%d" % i, b"v", ttl=0.1)
+    store.put(b"long", b"v", ttl=60)
+    store.put(b"forever", b"v")
+    time.sleep(0.25)
+    assert store.sweep() == 20  # type: ignore[attr-defined]
+    assert store.sweep() == 0  # type: ignore[attr-defined]
+    assert store.count() == 2 and store.get(b"long") == b"v"
+
+
+def test_shm_table_matches_a_dict_under_random_operations(make_store: StoreFactory) -> None:
+    """A tiny table (2 stripes of 32 slots) under thousands of random add/put/update/delete:
+    probing, tombstones and their reclamation never lose or invent a key."""
+    import random
+    rng = random.Random(7)
+    store = make_store("shm", slots=64, stripes=2, slot_size=64)
+    model: dict[bytes, bytes] = {}
+    for step in range(6000):
+        key = b"k%d" % rng.randrange(40)
+        value = b"%d" % step
+        op = rng.choice(("add", "put", "update", "delete", "get"))
+        if op == "add":
+            assert store.add(key, value) == (key not in model)
+            model.setdefault(key, value)
+        elif op == "put":
+            store.put(key, value)
+            model[key] = value
+        elif op == "update":
+            new = None if rng.random() < 0.3 else value
+            assert store.update(key, lambda old: new) == new
+            model.pop(key, None) if new is None else model.__setitem__(key, new)
+        elif op == "delete":
+            assert store.delete(key) == (model.pop(key, None) is not None)
+        assert store.get(key) == model.get(key), (step, op, key)
+    assert store.count() == len(model)
+    assert {k: store.get(k) for k in model} == model
