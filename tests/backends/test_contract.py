@@ -408,3 +408,13 @@ def test_shm_table_matches_a_dict_under_random_operations(make_store: StoreFacto
         assert store.get(key) == model.get(key), (step, op, key)
     assert store.count() == len(model)
     assert {k: store.get(k) for k in model} == model
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_operations_with_fsync_on(name: str, make_store: StoreFactory) -> None:
+    store = make_store(name, fsync=True)
+    assert store.describe()["fsync"] is True
+    assert store.add(b"k", b"v") is True
+    assert store.update(b"k", lambda old: old + b"2") == b"v2"
+    store.put(b"j", b"w", ttl=30)
+    assert store.delete(b"k") is True and store.get(b"j") == b"w" and store.count() == 1
