@@ -17,6 +17,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 from typing import Any, Callable, Optional
@@ -418,3 +420,19 @@ def test_operations_with_fsync_on(name: str, make_store: StoreFactory) -> None:
     assert store.update(b"k", lambda old: old + b"2") == b"v2"
     store.put(b"j", b"w", ttl=30)
     assert store.delete(b"k") is True and store.get(b"j") == b"w" and store.count() == 1
+
+
+def test_shm_segment_is_out_of_the_resource_trackers_reach() -> None:
+    """The creator exits without destroy(): a tracked segment would be unlinked (with a
+    'leaked shared_memory' warning) by the tracker; ours must survive for the workers."""
+    code = ("import backends; s = backends.create('shm', slots=64, stripes=1); s.prepare(); "
+            "print(s.segment_name, s._dir)")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=60)
+    name, lock_dir = proc.stdout.split()
+    try:   # capture_output waited for the tracker too: it shares the stderr pipe
+        assert os.path.exists(f"/dev/shm/{name}"), proc.stderr
+        assert "leaked" not in proc.stderr and proc.returncode == 0, proc.stderr
+    finally:
+        os.unlink(f"/dev/shm/{name}")
+        shutil.rmtree(lock_dir)
