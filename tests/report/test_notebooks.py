@@ -60,3 +60,14 @@ def test_compare_notebook_executes_on_two_folders(real_results, copy_of, tmp_pat
     markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outs)
     assert "REGRESSION: lmdb" in markdown and "throughput_cps" in markdown
     assert len([o for o in outs if "image/png" in o.get("data", {})]) >= 4
+
+
+def test_report_notebook_takes_a_papermill_parameter_over_the_environment(fabricated, tmp_path):
+    out = tmp_path / "out.ipynb"
+    cmd = [sys.executable, "-m", "papermill", str(NOTEBOOKS / "report.ipynb"), str(out),
+           "-p", "results_dir", str(fabricated), "--kernel", "python3"]
+    env = {**os.environ, "SIPSTATE_RESULTS": str(tmp_path / "not-this-one")}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = "".join(o.get("text", "") for o in outputs(nbformat.read(out, as_version=4)))
+    assert f"{fabricated}: 21 runs" in printed
