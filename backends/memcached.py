@@ -36,10 +36,12 @@ How the contract is met:
   text protocol's ``delete`` is not.
 * ``delete`` reads first (``gets``) so that an expired record reports False, as
   the contract says, then deletes: two round trips.
-* ``count()`` lists keys with ``lru_crawler metadump all`` and counts ours that
-  are live by their deadline. Caveat: the crawler walks the LRU while others
-  write, so a count taken under load is approximate; for audits after a run it
-  is exact. (``stats curr_items`` would count every prefix and expired items.)
+* ``count()`` lists keys with ``lru_crawler metadump hash`` (a walk of the hash
+  table: the LRU walk of ``metadump all`` misses items that the LRU maintainer
+  moves during the walk, measured here) and counts ours that are live by their
+  deadline. Caveat: a count taken while others write is a snapshot of a moving
+  table; for audits after a run it is exact. (``stats curr_items`` would count
+  every prefix and expired items.)
 * Socket errors and timeouts raise StoreUnavailable; memcached's "out of
   memory" or "object too large" raise StoreFull.
 """
@@ -245,8 +247,8 @@ class MemcachedStore(Store):
         clients = self._clients()
         try:
             now, live = time.time(), 0
-            for client in clients:
-                keys = _our_keys(client, self.prefix)
+            for server, client in zip(self.servers or [], clients):
+                keys = _our_keys(server, self.prefix, self.timeout)
                 for i in range(0, len(keys), 100):
                     found = client.get_many(keys[i:i + 100])
                     live += sum(1 for raw in found.values() if decode(raw, now) is not None)
@@ -260,8 +262,8 @@ class MemcachedStore(Store):
     def _remove_ours(self) -> None:
         clients = self._clients()
         try:
-            for client in clients:
-                for key in _our_keys(client, self.prefix):
+            for server, client in zip(self.servers or [], clients):
+                for key in _our_keys(server, self.prefix, self.timeout):
                     client.delete(key, noreply=False)
         except _ERRORS as exc:
             raise _translate(exc) from exc
@@ -278,11 +280,46 @@ class MemcachedStore(Store):
                 "timeout": self.timeout}
 
 
-def _our_keys(client: Any, prefix: bytes) -> list[bytes]:
-    """Keys under ``prefix`` on one server, from ``lru_crawler metadump all``."""
-    dump = client.raw_command(b"lru_crawler metadump all", end_tokens=b"END\r\n")
+def _metadump(server: str, timeout: float) -> bytes:
+    """The raw ``lru_crawler metadump hash`` answer of one server, on a connection of its own
+    (pymemcache's raw_command stops at its first read for answers this long). The
+    crawler serves one dump at a time, so a BUSY answer is retried for up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        dump = _metadump_once(server, timeout)
+        if dump is not None:
+            return dump
+        if time.monotonic() > deadline:
+            raise StoreUnavailable(f"memcached at {server}: lru_crawler stayed busy for {timeout} s")
+        time.sleep(0.02)
+
+
+def _metadump_once(server: str, timeout: float) -> Optional[bytes]:
+    spec = normalize_server_spec(server)
+    family = socket.AF_UNIX if isinstance(spec, str) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(spec)
+        sock.sendall(b"lru_crawler metadump hash\r\n")
+        chunks: list[bytes] = []
+        tail = b""
+        while not (tail.endswith(b"\nEND\r\n") or tail == b"END\r\n"):
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                raise StoreUnavailable(f"memcached at {server}: connection closed during metadump")
+            if not chunks and chunk.startswith(b"BUSY"):
+                return None
+            if not chunks and chunk.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")):
+                raise StoreUnavailable(f"memcached at {server}: metadump refused: {chunk[:80]!r}")
+            chunks.append(chunk)
+            tail = (tail + chunk)[-16:]
+        return b"".join(chunks)
+
+
+def _our_keys(server: str, prefix: bytes, timeout: float) -> list[bytes]:
+    """Keys under ``prefix`` on one server (URL-decoded from the metadump)."""
     keys = []
-    for line in dump.split(b"\n"):
+    for line in _metadump(server, timeout).split(b"\n"):
         if line.startswith(b"key="):
             key = unquote_to_bytes(line[4:].split(b" ", 1)[0])
             if key.startswith(prefix):
