@@ -128,6 +128,7 @@ class LoadConfig(Frozen):
     generator: Literal["builtin", "sipp"] = "builtin"
     mode: Literal["open", "closed"] = "open"
     arrival: Literal["constant", "poisson"] = "constant"
+    sipp_transport: Literal["tn", "t1"] = "tn"
     rate: Optional[float] = None
     rates: Optional[tuple[float, ...]] = None
     concurrency: Optional[int] = Field(None, ge=1)
