@@ -34,6 +34,8 @@ from typing import Optional
 import backends
 from harness.errors import HarnessError, InvalidInput
 from harness.server.config import EXIT_WORKER_BOOT, ServerConfig
+# Imported here, not in the child, so a respawn costs a fork and no imports.
+from harness.server.worker import Worker
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT, signal.SIGCHLD,
                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP)
@@ -96,6 +98,7 @@ class Master:
         self.stop_deadline = 0.0
         self.announced = False
         self.boot_error: Optional[str] = None
+        self.boot_failures = 0
         self.sock: Optional[socket.socket] = None
         self.store = None
         self.hb_dir = ""
@@ -227,9 +230,13 @@ class Master:
         code = os.waitstatus_to_exitcode(status)
         now = time.monotonic()
         self.close_heartbeat(slot)
-        if code == EXIT_WORKER_BOOT and not self.announced and not self.stopping:
-            self.boot_error = f"worker {slot.number} could not start (its error is above); stopping"
-            self.stop(graceful=False)
+        if not self.announced and not slot.ready and not self.stopping:
+            # Before the ready line, a worker that dies while starting is a setup
+            # error (bad store, import error): stop rather than respawn forever.
+            self.boot_failures += 1
+            if code == EXIT_WORKER_BOOT or self.boot_failures >= 3:
+                self.boot_error = f"worker {slot.number} could not start (its error is above); stopping"
+                self.stop(graceful=False)
         if not self.stopping and not slot.retiring and code != 0:
             print(f"harness serve: worker {slot.number} (pid {slot.pid}) exited with {code}; "
                   "respawning", file=sys.stderr, flush=True)
@@ -283,7 +290,6 @@ class Master:
             for other in self.slots.values():
                 if other is not slot and other.hb_fd >= 0:
                     os.close(other.hb_fd)
-            from harness.server.worker import Worker
             code = Worker(self.cfg, self.sock, slot.number, self.store, slot.hb_fd, self.ready_w).run()
         except BaseException as exc:  # noqa: BLE001 - a child must never return into the master
             print(f"harness serve: worker {slot.number}: {type(exc).__name__}: {exc}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from harness.sip import Message
+from harness.sip import Message, header_int
 
 DEFAULT_EXPIRES = 3600
 MAX_EXPIRES = 7200
@@ -74,20 +74,20 @@ def split_contact(entry: str) -> tuple[str, dict[str, str]]:
 
 
 def expires_value(raw: Optional[str], default: int) -> int:
-    if raw is None:
+    """A Contact ;expires= value: absent or malformed -> default; huge -> capped (§10.3 step 7)."""
+    raw = (raw or "").strip()
+    if not raw.isascii() or not raw.isdigit():
         return default
-    raw = raw.strip()
-    if not raw.isdigit():
-        raise BadRegister(400, "Bad Request (Expires is not a number)")
-    return min(int(raw), MAX_EXPIRES)  # a huge value is capped, not refused (§10.3 step 7)
+    return min(int(raw[:12]), MAX_EXPIRES)
 
 
 def read_request(msg: Message) -> RegisterRequest:
     """The REGISTER's AOR and contact changes; BadRegister names what is wrong."""
     aor = aor_of(to_uri(msg.header("to") or ""))
     if aor is None:
-        raise BadRegister(416, "Unsupported URI Scheme")
-    default = expires_value(msg.header("expires"), DEFAULT_EXPIRES)
+        # §10.3 step 5: an AOR that is not a SIP URI of this registrar is "not found".
+        raise BadRegister(404, "Not Found")
+    default = min(header_int(msg, "expires", DEFAULT_EXPIRES), MAX_EXPIRES)
     entries = [e for e in msg.header_all("contact") if e.strip()]
     if any(e.strip() == "*" for e in entries):
         if len(entries) != 1 or default != 0:
@@ -140,9 +140,8 @@ def merger(request: RegisterRequest, now: float) -> Callable[[Optional[bytes]], 
     return merge
 
 
-def ttl_of(request: RegisterRequest, now: float) -> Optional[float]:
-    """Record TTL: the longest binding the request may leave (old ones are capped too)."""
-    return float(MAX_EXPIRES + 1)
+# TTL of a binding record: no binding outlives MAX_EXPIRES, so the record need not either.
+RECORD_TTL = float(MAX_EXPIRES + 1)
 
 
 def contact_headers(value: Optional[bytes], now: float) -> list[str]:

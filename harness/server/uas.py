@@ -24,12 +24,14 @@ from typing import Callable, Optional
 
 from harness.server.config import ServerConfig
 from harness.server import registrar
-from harness.sip import Limits, Message, ParseError, build_response, parse
-from harness.server.checks import check_request, lenient_message
+from harness.sip import (Limits, Message, ParseError, answerable, build_response, parse,
+                         validate_request)
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER"
-ALLOWED = frozenset(ALLOW.split(", "))
+METHODS = tuple(ALLOW.split(", "))
 SDP = "application/sdp"
+REASONS = {400: "Bad Request", 413: "Request Entity Too Large", 416: "Unsupported URI Scheme",
+           505: "Version Not Supported"}
 
 
 class StoreFailed(Exception):
@@ -84,11 +86,11 @@ class Uas:
         try:
             msg = parse(raw, self.limits)
         except ParseError as exc:
-            return self.reject_raw(raw, exc)
+            return self.answer_error(exc)
         if msg.method is None:
             return b""  # a stray response: a UAS without client transactions drops it
         try:
-            problem = check_request(msg, ALLOWED)
+            problem = validate_request(msg, methods=METHODS)
             if problem is not None:
                 return self.respond_problem(msg, problem)
             return self.handlers[msg.method](msg)
@@ -102,17 +104,12 @@ class Uas:
             return self.safe_response(msg, 500, "Server Internal Error")
 
     def framing_error(self, exc) -> bytes:
-        """The framer gave up on the stream: 400 built from its header block, if any."""
-        head = getattr(exc, "head", None)
-        if not head:
-            return b""
-        return self.reject_raw(head, exc)
+        """The framer gave up on the stream: an error response built from the
+        offending header block when it can be answered, else nothing."""
+        return self.answer_error(exc)
 
     # ---- methods ------------------------------------------------------------
     def on_invite(self, msg: Message) -> bytes:
-        if msg.body and not self.is_sdp(msg):
-            return build_response(msg, 415, "Unsupported Media Type",
-                                  headers=self.server + (("Accept", SDP),))
         call_id = msg.call_id
         key = b"dlg:" + call_id.encode()
         if msg.to_tag:
@@ -174,8 +171,7 @@ class Uas:
         merge = registrar.merger(request, now)
         key = b"reg:" + request.aor.encode()
         if request.changes or request.wildcard:
-            ttl = registrar.ttl_of(request, now)
-            new = self.update(key, merge, ttl)
+            new = self.update(key, merge, registrar.RECORD_TTL)
         else:
             new = merge(self.get(key))
         contacts = registrar.contact_headers(new, now)
@@ -190,20 +186,13 @@ class Uas:
         value = self.get(b"reg:" + aor.encode())
         return registrar.first_binding(value, time.time()) if value else None
 
-    @staticmethod
-    def is_sdp(msg: Message) -> bool:
-        ctype = msg.header("content-type")
-        return bool(ctype) and ctype.split(";", 1)[0].strip().lower() == SDP
-
     def respond_problem(self, msg: Message, problem: tuple) -> bytes:
         status, reason, extra = problem
         if msg.method == "ACK":
             return b""  # ACK is never answered
-        if status == 501:
-            extra = extra + (("Allow", ALLOW),)
         if status == 400:
             self.stats["400"] += 1
-        return self.safe_response(msg, status, reason, extra)
+        return self.safe_response(msg, status, reason, tuple(extra))
 
     def safe_response(self, msg: Message, status: int, reason: str, extra: tuple = ()) -> bytes:
         try:
@@ -212,15 +201,14 @@ class Uas:
             return (f"SIP/2.0 {status} {reason}\r\nServer: sipstate (worker {self.slot})\r\n"
                     "Content-Length: 0\r\n\r\n").encode()
 
-    def reject_raw(self, raw: bytes, exc: Exception) -> bytes:
-        """400 to a request the parser refused, copying what headers can be found."""
-        if raw.lstrip()[:4].upper() == b"SIP/":
-            return b""  # a malformed stray response: dropped
-        self.stats["400"] += 1
-        status = getattr(exc, "status", None) or 400
-        if status == 400 or status < 400:
-            status, reason = 400, f"Bad Request ({str(exc)[:60]})" if str(exc) else "Bad Request"
-        else:
-            reason = {505: "Version Not Supported", 416: "Unsupported URI Scheme"}.get(status, "Bad Request")
-        reason = reason.replace("\r", " ").replace("\n", " ")
-        return self.safe_response(lenient_message(raw), status, reason)
+    def answer_error(self, exc) -> bytes:
+        """The response to a message the parser or framer refused (400, 413 or 505),
+        or b"" when nothing should be sent (responses, ACK, garbage without Via)."""
+        req = answerable(exc)
+        if req is None:
+            return b""
+        status = exc.status if exc.status in REASONS else 400
+        self.stats["400"] += status == 400
+        detail = " ".join(str(exc).split())[:80]
+        reason = f"{REASONS[status]} ({detail})" if detail and status == 400 else REASONS[status]
+        return self.safe_response(req, status, reason)

@@ -33,13 +33,15 @@ from harness.sip import Framer, FramingError, Limits
 STAMP = struct.Struct("d")
 
 
+try:  # imported at module load (in the master), so forked workers start fast
+    import uvloop
+except ImportError:  # optional: the "fast" extra
+    uvloop = None
+
+
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop's loop when it is installed, else the standard one."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+    return uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
 
 
 class Connection(asyncio.Protocol):
@@ -86,9 +88,12 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
     def reject(self, exc: FramingError) -> None:
-        """The stream is unusable: answer what can be answered (400), then close."""
+        """The stream is unusable: answer the complete messages before the error,
+        then what can be answered about the error (400), then close."""
         try:
-            out = self.worker.uas.framing_error(exc)
+            handle = self.handle
+            out = b"".join([handle(raw) for raw in exc.messages])
+            out += self.worker.uas.framing_error(exc)
         except Exception as err:  # noqa: BLE001
             self.worker.report(err)
             out = b""
