@@ -3,7 +3,7 @@
 4 processes x 1,500 ``update`` increments of one key end at exactly 6,000 on every
 shared backend; 4 processes racing ``add`` on the same 300 keys create each key
 exactly once; ``local`` (per-process dicts) visibly fails both, as the control should.
-Stores come from the same factory as the contract suite (see test_contract.py).
+Stores come from conftest's ``store_factory``, as in the contract suite.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 from backends.base import Store
-from tests.backends.test_contract import NAMES, make_store  # noqa: F401  (fixture)
+from tests.backends.test_contract import NAMES
 
 SHARED = [n for n in NAMES if n != "local"]
 PROCS = 4
@@ -116,8 +116,8 @@ def race_adds(store: Store) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("name", SHARED)
-def test_four_processes_update_one_key_to_exactly_6000(name: str, make_store) -> None:
-    store = make_store(name)
+def test_four_processes_update_one_key_to_exactly_6000(name: str, store_factory) -> None:
+    store = store_factory(name)
     assert store.shared
     store.put(b"counter", b"0")
     last_seen = hammer_counter(store)
@@ -126,8 +126,8 @@ def test_four_processes_update_one_key_to_exactly_6000(name: str, make_store) ->
 
 
 @pytest.mark.parametrize("name", SHARED)
-def test_four_processes_racing_add_create_each_key_once(name: str, make_store) -> None:
-    store = make_store(name)
+def test_four_processes_racing_add_create_each_key_once(name: str, store_factory) -> None:
+    store = store_factory(name)
     won = race_adds(store)
     assert sum(len(w) for w in won) == KEYS, [len(w) for w in won]
     assert set().union(*won) == set(range(KEYS))
@@ -137,8 +137,8 @@ def test_four_processes_racing_add_create_each_key_once(name: str, make_store) -
     assert store.count() == KEYS
 
 
-def test_local_is_not_shared_and_fails_both_checks(make_store) -> None:
-    store = make_store("local")
+def test_local_is_not_shared_and_fails_both_checks(store_factory) -> None:
+    store = store_factory("local")
     assert not store.shared
     store.put(b"counter", b"0")
     last_seen = hammer_counter(store)

@@ -1,12 +1,9 @@
 """The Store contract, written once and run against every backend in backends.base.BACKENDS.
 
-Stores come from the fixture ``store_factory``: a callable ``factory(name, **options)``
-returning a *prepared and connected* store, closed and destroyed after the test.
-tests/backends/conftest.py (owned by SERVICES) provides it, starting redis-server /
-memcached on free ports for the backends that need a service. Until that conftest
-exists, ``make_store`` below falls back to a local factory that builds the
-service-less backends itself and asks conftest for a ``service_options(name)``
-fixture for redis / memcached (skipping them, with the reason shown, if absent).
+Stores come from the fixture ``store_factory`` in tests/backends/conftest.py (owned by
+SERVICES): ``factory(name, **options)`` returns a *prepared and connected* store, closed
+and destroyed after the test; for redis / memcached it points the store at a real
+redis-server / memcached that conftest starts on a free port.
 
 Decision on the 64 KiB value for ``shm``: the default slot (1 KiB) cannot hold it,
 so the default store raises StoreFull naming ``slot_size``; a store configured with
@@ -14,14 +11,13 @@ so the default store raises StoreFull naming ``slot_size``; a store configured w
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import pytest
 
@@ -29,58 +25,15 @@ import backends
 from backends.base import BACKENDS, ConfigError, MissingDependency, Store, StoreFull, resolve
 
 NAMES = sorted(BACKENDS)
-SERVICE_BACKENDS = {"redis", "memcached"}
 OURS = ("shm", "lmdb", "files", "sqlite")
 # Client library each optional backend imports, and so the extra named when it is missing.
 LIBRARIES = {"lmdb": "lmdb", "redis": "redis", "memcached": "pymemcache", "ultradict": "UltraDict"}
 StoreFactory = Callable[..., Store]
 
 
-def require_delivered(name: str) -> None:
-    """Skip, visibly, a backend whose module another engineer has not committed yet."""
-    module = BACKENDS[name].partition(":")[0]
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{name}: {module} does not exist yet (owned by another engineer)")
-
-
-def _fallback_factory(request: pytest.FixtureRequest) -> StoreFactory:
-    made: list[Store] = []
-
-    def factory(name: str, **options: Any) -> Store:
-        require_delivered(name)
-        if name in SERVICE_BACKENDS:
-            try:
-                service_options = request.getfixturevalue("service_options")
-            except pytest.FixtureLookupError:
-                pytest.skip(f"{name}: tests/backends/conftest.py (SERVICES) provides neither "
-                            "store_factory nor service_options yet")
-            options = {**service_options(name), **options}
-        store = backends.create(name, **options)
-        store.prepare()
-        made.append(store)
-        store.connect()
-        return store
-
-    def teardown() -> None:
-        for store in reversed(made):
-            store.close()
-            store.destroy()
-    request.addfinalizer(teardown)
-    return factory
-
-
-@pytest.fixture
-def make_store(request: pytest.FixtureRequest) -> StoreFactory:
-    """conftest's ``store_factory`` when SERVICES provides it, else the local fallback."""
-    try:
-        return request.getfixturevalue("store_factory")
-    except pytest.FixtureLookupError:
-        return _fallback_factory(request)
-
-
 @pytest.fixture(params=NAMES)
-def store(request: pytest.FixtureRequest, make_store: StoreFactory) -> Store:
-    return make_store(request.param)
+def store(request: pytest.FixtureRequest, store_factory: StoreFactory) -> Store:
+    return store_factory(request.param)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
@@ -206,18 +159,18 @@ def test_empty_value_is_a_value_not_absence(store: Store) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_a_64_kib_value(name: str, make_store: StoreFactory) -> None:
+def test_a_64_kib_value(name: str, store_factory: StoreFactory) -> None:
     """Every backend stores a 64 KiB value; shm needs a slot that big (see module docstring)."""
     value = os.urandom(64 * 1024)
     options = {"slots": 256, "stripes": 4, "slot_size": 72 * 1024} if name == "shm" else {}
-    store = make_store(name, **options)
+    store = store_factory(name, **options)
     store.put(b"big", value)
     assert store.get(b"big") == value
     assert store.update(b"big", lambda old: old[:-1] + b"!") == value[:-1] + b"!"
 
 
-def test_shm_default_slot_refuses_64_kib_clearly(make_store: StoreFactory) -> None:
-    store = make_store("shm")
+def test_shm_default_slot_refuses_64_kib_clearly(store_factory: StoreFactory) -> None:
+    store = store_factory("shm")
     with pytest.raises(StoreFull, match=r"exceeds the 992 bytes a slot holds; raise option 'slot_size'"):
         store.put(b"big", b"x" * 65536)
     with pytest.raises(StoreFull):
@@ -225,8 +178,8 @@ def test_shm_default_slot_refuses_64_kib_clearly(make_store: StoreFactory) -> No
     assert store.get(b"big") is None and store.count() == 0
 
 
-def test_shm_full_table_is_a_clear_error(make_store: StoreFactory) -> None:
-    store = make_store("shm", slots=16, stripes=1, slot_size=64)
+def test_shm_full_table_is_a_clear_error(store_factory: StoreFactory) -> None:
+    store = store_factory("shm", slots=16, stripes=1, slot_size=64)
     for i in range(16):
         store.put(b"%d" % i, b"v")
     with pytest.raises(StoreFull, match=r"stripe 0 is full .*raise option 'slots'"):
@@ -238,7 +191,6 @@ def test_shm_full_table_is_a_clear_error(make_store: StoreFactory) -> None:
 # ---- options -------------------------------------------------------------------------
 @pytest.mark.parametrize("name", NAMES)
 def test_unknown_option_is_one_clear_error(name: str) -> None:
-    require_delivered(name)
     with pytest.raises(ConfigError) as exc:
         backends.create(name, colour="blue")
     msg = str(exc.value)
@@ -247,7 +199,6 @@ def test_unknown_option_is_one_clear_error(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_badly_typed_fsync_is_one_clear_error(name: str) -> None:
-    require_delivered(name)
     with pytest.raises(ConfigError, match=rf"backend '{name}' option 'fsync': 'maybe' is not a valid bool$"):
         backends.create(name, fsync="maybe")
 
@@ -290,7 +241,6 @@ def test_files_refuses_a_directory_others_can_read(tmp_path) -> None:
 
 @pytest.mark.parametrize("name,library", sorted(LIBRARIES.items()))
 def test_missing_library_names_the_extra(name: str, library: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    require_delivered(name)
     for module in [m for m in sys.modules if m == library or m.startswith(library + ".")]:
         monkeypatch.setitem(sys.modules, module, None)      # makes `import library[.sub]` fail
     monkeypatch.setitem(sys.modules, library, None)
@@ -372,8 +322,8 @@ def test_stdlib_backends_need_no_extra() -> None:
 
 
 @pytest.mark.parametrize("name", OURS)
-def test_sweep_removes_only_expired_records(name: str, make_store: StoreFactory) -> None:
-    store = make_store(name)
+def test_sweep_removes_only_expired_records(name: str, store_factory: StoreFactory) -> None:
+    store = store_factory(name)
     for i in range(20):
         store.put(b"short-%d" % i, b"v", ttl=0.1)
     store.put(b"long", b"v", ttl=60)
@@ -384,12 +334,12 @@ def test_sweep_removes_only_expired_records(name: str, make_store: StoreFactory)
     assert store.count() == 2 and store.get(b"long") == b"v"
 
 
-def test_shm_table_matches_a_dict_under_random_operations(make_store: StoreFactory) -> None:
+def test_shm_table_matches_a_dict_under_random_operations(store_factory: StoreFactory) -> None:
     """A tiny table (2 stripes of 32 slots) under thousands of random add/put/update/delete:
     probing, tombstones and their reclamation never lose or invent a key."""
     import random
     rng = random.Random(7)
-    store = make_store("shm", slots=64, stripes=2, slot_size=64)
+    store = store_factory("shm", slots=64, stripes=2, slot_size=64)
     model: dict[bytes, bytes] = {}
     for step in range(6000):
         key = b"k%d" % rng.randrange(40)
@@ -413,8 +363,8 @@ def test_shm_table_matches_a_dict_under_random_operations(make_store: StoreFacto
 
 
 @pytest.mark.parametrize("name", OURS)
-def test_operations_with_fsync_on(name: str, make_store: StoreFactory) -> None:
-    store = make_store(name, fsync=True)
+def test_operations_with_fsync_on(name: str, store_factory: StoreFactory) -> None:
+    store = store_factory(name, fsync=True)
     assert store.describe()["fsync"] is True
     assert store.add(b"k", b"v") is True
     assert store.update(b"k", lambda old: old + b"2") == b"v2"

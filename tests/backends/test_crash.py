@@ -16,7 +16,6 @@ import pytest
 import backends
 from backends import shm as shm_module
 from backends.base import Store
-from tests.backends.test_contract import make_store  # noqa: F401  (fixture)
 
 RECOVERY_S = 1.0   # the requirement: others go on within 1 s of the kill
 
@@ -111,8 +110,8 @@ def wait_byte(fd: int, timeout: float = 10.0) -> bytes:
 
 # ---- a lock holder SIGKILLed --------------------------------------------------------
 @pytest.mark.parametrize("name", ["shm", "files", "lmdb", "sqlite"])
-def test_killed_lock_holder_does_not_block_the_others(name: str, make_store, spawn) -> None:
-    store: Store = make_store(name)
+def test_killed_lock_holder_does_not_block_the_others(name: str, store_factory, spawn) -> None:
+    store: Store = store_factory(name)
     store.put(b"dlg", b"before")
     held_r, held_w = os.pipe()
     never_r, never_w = os.pipe()
@@ -168,8 +167,8 @@ def _read_loop(store: Store, keys: dict[bytes, set], seconds: float) -> dict[str
 
 
 @pytest.mark.parametrize("existing", [True, False], ids=["over-a-record", "into-a-free-slot"])
-def test_shm_writer_killed_mid_write_is_repaired_and_never_read_torn(existing: bool, make_store, spawn) -> None:
-    store = make_store("shm", slots=1024, stripes=8)
+def test_shm_writer_killed_mid_write_is_repaired_and_never_read_torn(existing: bool, store_factory, spawn) -> None:
+    store = store_factory("shm", slots=1024, stripes=8)
     old, new = b"o" * 300, b"N" * 300
     if existing:
         store.put(b"victim", old)
@@ -199,9 +198,9 @@ def test_shm_writer_killed_mid_write_is_repaired_and_never_read_torn(existing: b
     assert store.count() == 2
 
 
-def test_shm_repair_keeps_a_complete_record(make_store) -> None:
+def test_shm_repair_keeps_a_complete_record(store_factory) -> None:
     """A writer killed after writing everything but the final even seq: the record is whole."""
-    store = make_store("shm", slots=64, stripes=1)
+    store = store_factory("shm", slots=64, stripes=1)
     store.put(b"k", b"complete")
     off = store._probe(b"k", *_home_args(store, b"k"))[0]   # white-box: leave the seq odd
     seq = shm_module._SEQ.unpack_from(store._mv, off)[0]
@@ -217,9 +216,9 @@ def _home_args(store: Any, key: bytes) -> tuple[int, int, int]:
 
 
 # ---- files: a writer SIGKILLed in the middle of writing a record --------------------------
-def test_files_writer_killed_mid_write_leaves_no_torn_record(make_store, tmp_path, spawn) -> None:
+def test_files_writer_killed_mid_write_leaves_no_torn_record(store_factory, tmp_path, spawn) -> None:
     path = tmp_path / "records"
-    store = make_store("files", path=str(path))
+    store = store_factory("files", path=str(path))
     size = 8 << 20
     values = {b"a" * size, b"b" * size}
     store.put(b"big", b"a" * size)
@@ -256,8 +255,8 @@ def test_files_writer_killed_mid_write_leaves_no_torn_record(make_store, tmp_pat
 
 
 # ---- lmdb: a reader SIGKILLed inside a read transaction ------------------------------------
-def test_lmdb_stale_reader_of_a_killed_process_is_cleared(make_store, spawn) -> None:
-    store = make_store("lmdb")
+def test_lmdb_stale_reader_of_a_killed_process_is_cleared(store_factory, spawn) -> None:
+    store = store_factory("lmdb")
     store.put(b"k", b"v")
     in_txn_r, in_txn_w = os.pipe()
 
