@@ -53,6 +53,9 @@ otherwise, and counts the repair in the stripe's counter (``stats()['repairs']``
 
 Expiry is kept in the record. An expired record is absent to readers; writers
 tombstone expired records they meet while probing, and ``sweep()`` clears all.
+
+``torn_write_and_die()`` at the end is a test hook (used only by
+tests/backends/test_crash.py): it writes half a record and SIGKILLs its caller.
 """
 from __future__ import annotations
 
