@@ -117,9 +117,10 @@ class TimeSeries:
             bucket = self.buckets[second] = [0, 0, new_histogram()]
         return bucket
 
-    def completed(self, second: int, latency_s: Optional[float]) -> None:
+    def completed(self, second: int, latency_s: Optional[float], count: int = 1) -> None:
+        """Count ``count`` completions in ``second`` and record a latency (if given)."""
         bucket = self._bucket(second)
-        bucket[0] += 1
+        bucket[0] += count
         if latency_s is not None:
             record_us(bucket[2], latency_s)
 

@@ -53,13 +53,17 @@ def _round(value: Optional[float], digits: int = 3) -> Optional[float]:
 
 
 def saturation(cfg: LoadConfig, lag_p99_s: Optional[float], cpu_share: Optional[float],
-               skipped: int) -> list[str]:
-    """Reasons why the generator was its own bottleneck (empty: it was not)."""
+               skipped: int, backlog_max: int = 0) -> list[str]:
+    """Reasons why the generator could not keep its schedule (empty: it could)."""
     reasons = []
     per_proc_interval = cfg.procs / cfg.rate if cfg.rate > 0 else float("inf")
     limit = max(LAG_FLOOR_S, LAG_INTERVAL_SHARE * per_proc_interval)
     if cfg.mode == "open" and lag_p99_s is not None and lag_p99_s > limit:
-        reasons.append(f"schedule lag p99 {lag_p99_s * 1000:.1f} ms > {limit * 1000:.1f} ms")
+        why = (f" (up to {backlog_max} calls waited for one of the "
+               f"{cfg.total_concurrency()} transaction slots: raise --concurrency, "
+               f"0 = uncapped)" if backlog_max else "")
+        reasons.append(f"schedule lag p99 {lag_p99_s * 1000:.1f} ms > "
+                       f"{limit * 1000:.1f} ms{why}")
     if cpu_share is not None and cpu_share > CPU_SHARE:
         reasons.append(f"generator CPU {cpu_share:.0%} of its cores > {CPU_SHARE:.0%}")
     if skipped:
@@ -81,7 +85,7 @@ def summarize(cfg: LoadConfig, exports: list[dict]) -> dict:
     cpu_share = cpu_window / (wall * cores) if wall > 0 else None
     skipped = sum(e["skipped"] for e in exports)
     reasons = saturation(cfg, None if lag_pct["p99"] is None else lag_pct["p99"] / 1000,
-                         cpu_share, skipped)
+                         cpu_share, skipped, max(e["backlog_max"] for e in exports))
     statuses = _sum_counters(e["statuses"] for e in exports)
     completed = counts["completed"]
     cpu = sum(e["cpu_measured"] for e in exports)
@@ -99,6 +103,8 @@ def summarize(cfg: LoadConfig, exports: list[dict]) -> dict:
         "cross_worker_fraction": round(cross / known, 4) if known else None,
         "cpu_loadgen_s": round(cpu, 4), "generator_saturated": bool(reasons),
     }
+    inv = corrected.get("invite")
+    result["invite_mean_ms"] = _round(inv.get_mean_value() / 1000) if inv else None
     result.update(latency_fields(uncorrected, "invite", "_uncorrected"))
     result.update(latency_fields(uncorrected, "bye", "_uncorrected"))
     result.update(latency_fields(corrected, "register"))
