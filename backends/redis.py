@@ -18,7 +18,9 @@ Options:
     the user's server configuration is never changed.
 
 How the contract is met (redis-py with the hiredis parser, one connection per
-process, opened in ``connect()`` after fork):
+process, opened in ``connect()`` after fork; the hot operations are sent on
+redis-py's Connection directly, below the client's retry and callback layer,
+which costs ~5 µs per command here -- see ``_cmd``):
 
 * ``add`` is ``SET key value NX PX ttl``: existence check, write and expiry in
   one command, so Redis's single-threaded execution makes it atomic.
@@ -41,6 +43,7 @@ process, opened in ``connect()`` after fork):
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any, Optional
 from urllib.parse import urlparse
@@ -103,7 +106,7 @@ class RedisStore(Store):
         # The harness starts a server only when the user named none.
         self.service = None if url else "redis"
         self._client: Optional[Any] = None
-        self._cas: Optional[Any] = None
+        self._cas_sha = ""
         self._retries = 0
 
     # ---- lifecycle -------------------------------------------------------
@@ -132,10 +135,10 @@ class RedisStore(Store):
     def connect(self) -> None:
         """Open this process's own connection (never one inherited across fork)."""
         self._client = self._open()
-        self._cas = self._client.register_script(_CAS_LUA)
+        self._cas_sha = hashlib.sha1(_CAS_LUA.encode()).hexdigest()
 
     def close(self) -> None:
-        client, self._client, self._cas = self._client, None, None
+        client, self._client = self._client, None
         if client is not None:
             try:
                 client.close()
@@ -172,55 +175,77 @@ class RedisStore(Store):
 
     # ---- operations ---------------------------------------------------------
     def _conn(self) -> Any:
+        """This process's redis-py Connection (single_connection_client keeps exactly one)."""
         if self._client is None:
             raise StoreUnavailable("backend 'redis': connect() was not called in this process")
-        return self._client
+        return self._client.connection
+
+    def _cmd(self, *args: Any) -> Any:
+        """One command on this process's connection, below redis-py's client layer.
+
+        ``Redis.get()`` and friends add retry wrappers, argument filtering and
+        response callbacks around the connection: ~5 µs of a ~16 µs GET on this
+        machine (measured). Sending on the redis-py Connection (hiredis parser)
+        directly keeps the library's protocol code and drops that layer.
+        """
+        conn = self._conn()
+        try:
+            conn.send_command(*args)
+            return conn.read_response()
+        except redis.ResponseError as exc:
+            raise _translate(exc) from exc
+        except (redis.RedisError, OSError) as exc:
+            conn.disconnect()  # the next command reconnects
+            raise StoreUnavailable(f"redis: {exc}") from exc
 
     def get(self, key: bytes) -> Optional[bytes]:
-        try:
-            return self._conn().get(self.prefix + key)
-        except redis.RedisError as exc:
-            raise _translate(exc) from exc
+        return self._cmd("GET", self.prefix + key)
 
     def add(self, key: bytes, value: bytes, ttl: Optional[float] = None) -> bool:
-        try:
-            return bool(self._conn().set(self.prefix + key, value, nx=True, px=_ttl_ms(ttl)))
-        except redis.RedisError as exc:
-            raise _translate(exc) from exc
+        px = _ttl_ms(ttl)
+        if px is None:
+            return self._cmd("SET", self.prefix + key, value, "NX") is not None
+        return self._cmd("SET", self.prefix + key, value, "NX", "PX", px) is not None
 
     def put(self, key: bytes, value: bytes, ttl: Optional[float] = None) -> None:
-        try:
-            self._conn().set(self.prefix + key, value, px=_ttl_ms(ttl))
-        except redis.RedisError as exc:
-            raise _translate(exc) from exc
+        px = _ttl_ms(ttl)
+        if px is None:
+            self._cmd("SET", self.prefix + key, value)
+        else:
+            self._cmd("SET", self.prefix + key, value, "PX", px)
 
     def update(self, key: bytes, fn: UpdateFn, ttl: Optional[float] = None) -> Optional[bytes]:
         """Optimistic read-compute-CAS, retried until no other writer came in between."""
-        client, k = self._conn(), self.prefix + key
+        k = self.prefix + key
         px = str(_ttl_ms(ttl) or 0)
-        try:
-            for _ in range(_MAX_CAS_RETRIES):
-                old = client.get(k)
-                new = fn(old)
-                if old is None and new is None:
-                    return None
-                args = ["1" if old is not None else "0", old or b"",
-                        "del" if new is None else "set", new or b"", px]
-                if self._cas(keys=[k], args=args, client=client):
-                    return new
-                self._retries += 1
-        except redis.RedisError as exc:
-            raise _translate(exc) from exc
+        for _ in range(_MAX_CAS_RETRIES):
+            old = self._cmd("GET", k)
+            new = fn(old)
+            if old is None and new is None:
+                return None
+            if self._eval_cas(k, "1" if old is not None else "0", old or b"",
+                              "del" if new is None else "set", new or b"", px):
+                return new
+            self._retries += 1
         raise StoreUnavailable(f"backend 'redis': update of {key!r} lost {_MAX_CAS_RETRIES} races in a row")
 
-    def delete(self, key: bytes) -> bool:
+    def _eval_cas(self, key: bytes, *args: Any) -> bool:
+        """EVALSHA of the CAS script, loading it once per server (NOSCRIPT after a restart)."""
         try:
-            return bool(self._conn().delete(self.prefix + key))
-        except redis.RedisError as exc:
-            raise _translate(exc) from exc
+            return bool(self._cmd("EVALSHA", self._cas_sha, 1, key, *args))
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, redis.exceptions.NoScriptError):
+                raise
+        self._cas_sha = self._cmd("SCRIPT", "LOAD", _CAS_LUA).decode()
+        return bool(self._cmd("EVALSHA", self._cas_sha, 1, key, *args))
+
+    def delete(self, key: bytes) -> bool:
+        return bool(self._cmd("DEL", self.prefix + key))
 
     def count(self) -> int:
-        client = self._conn()
+        if self._client is None:
+            raise StoreUnavailable("backend 'redis': connect() was not called in this process")
+        client = self._client
         try:
             if not self.prefix:
                 return int(client.dbsize())
@@ -237,8 +262,8 @@ class RedisStore(Store):
                 "timeout": self.timeout}
 
 
-def _translate(exc: Exception) -> Exception:
+def _translate(exc: Exception) -> StoreUnavailable | StoreFull:
     """redis-py error -> StoreFull (out of memory) or StoreUnavailable (anything else)."""
-    if isinstance(exc, redis.ResponseError) and str(exc).startswith("OOM"):
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM"):
         return StoreFull(f"redis refused the write: {exc}")
     return StoreUnavailable(f"redis: {exc}")
