@@ -80,7 +80,7 @@ class Message:
 
     @property
     def call_id(self) -> Optional[str]:
-        return self.header_all("call-id")[0] if self.header_all("call-id") else None
+        return self.header("call-id")
 
     @property
     def cseq(self) -> Optional[tuple[int, str]]:
@@ -138,7 +138,7 @@ def parse(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
     lines = _split_lines(head, limits, errors)
     msg = _read_start_line(lines[0], errors)
     msg.headers, msg._index = _read_headers(lines, errors)
-    if len(msg._index) and not errors:
+    if not errors:
         _check_headers(msg._index, errors)
     msg.body = _cut_body(raw[end + 4:], msg._index.get("content-length"), errors)
     if errors:

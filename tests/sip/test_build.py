@@ -81,3 +81,13 @@ def test_request_refuses_line_breaks():
     with pytest.raises(ValueError):
         build_request("OPTIONS", "sip:x@h", call_id="c\r\nX: 1", cseq=1, from_="<sip:a@h>",
                       to="<sip:x@h>", via_branch="b", via_host="h")
+
+
+def test_bench_runs_with_sane_figures():
+    """Only a sanity bound (the machine is shared and noisy): the SIP layer must be
+    nowhere near the 200 µs per call the server may spend in total."""
+    from harness.sip.bench import measure, typical_invite
+    assert 500 <= len(typical_invite()) <= 700
+    figures = measure(number=200)
+    assert set(figures) >= {"parse INVITE", "build_response 200+tag"}
+    assert all(0 < micros < 2000 for micros in figures.values()), figures
