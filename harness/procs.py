@@ -185,23 +185,39 @@ def wait_options_ok(host: str, port: int, timeout: float = 15.0) -> None:
 
 
 def tree_cpu_seconds(pid: Optional[int]) -> float:
-    """User+system CPU of ``pid``, of its reaped children, and of its live descendants.
+    """CPU seconds of ``pid``, of its reaped children, and of its live descendants.
 
-    A worker that dies moves from "live descendant" to the master's reaped-children
-    time, so the sum stays continuous across respawns. 0.0 if ``pid`` is gone.
+    Live processes are read from /proc/PID/task/*/schedstat (nanoseconds, every thread)
+    rather than utime+stime (10 ms ticks: too coarse for a few-second run of a process
+    that uses 0.1 s); reaped children come from the parent's cutime+cstime. A worker
+    that dies moves from "live descendant" to the master's reaped-children time, so the
+    sum stays continuous across respawns. 0.0 if ``pid`` is gone.
     """
     if not pid:
         return 0.0
     try:
         proc = psutil.Process(pid)
         t = proc.cpu_times()
-        total = t.user + t.system + t.children_user + t.children_system
-        for child in proc.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                c = child.cpu_times()
-                total += c.user + c.system
+        total = t.children_user + t.children_system
+        for member in [proc, *proc.children(recursive=True)]:
+            total += _live_cpu_seconds(member)
         return total
     except psutil.Error:
+        return 0.0
+
+
+def _live_cpu_seconds(proc: psutil.Process) -> float:
+    """One live process's own CPU time, all threads, ns precision when schedstat exists."""
+    try:
+        total_ns = 0
+        for tid in os.listdir(f"/proc/{proc.pid}/task"):
+            with open(f"/proc/{proc.pid}/task/{tid}/schedstat") as fh:
+                total_ns += int(fh.read().split()[0])
+        return total_ns / 1e9
+    except (OSError, ValueError, IndexError):
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            return t.user + t.system
         return 0.0
 
 
