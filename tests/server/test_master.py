@@ -50,7 +50,9 @@ def test_ttin_ttou_change_the_worker_count():
     with running_server("local", workers=1) as srv:
         master = srv["pid"]
         assert len(wait_workers(master, 1)) == 1
+        # One signal at a time: two identical pending signals merge into one (POSIX).
         os.kill(master, signal.SIGTTIN)
+        assert len(wait_workers(master, 2)) == 2
         os.kill(master, signal.SIGTTIN)
         assert len(wait_workers(master, 3)) == 3
         os.kill(master, signal.SIGTTOU)

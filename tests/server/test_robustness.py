@@ -51,13 +51,16 @@ def send_until_closed(port: int, chunks, timeout: float = 10.0) -> bytes:
                 sock.sendall(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 break
-        sock.shutdown(socket.SHUT_WR)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:  # already reset by the server
+            return received
         while True:
             data = sock.recv(65536)
             if not data:
                 break
             received += data
-    except (ConnectionResetError, socket.timeout):
+    except ConnectionResetError:
         pass
     finally:
         sock.close()
