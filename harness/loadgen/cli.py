@@ -33,9 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=C.MODES, default="open",
                    help="open: calls on a schedule; closed: a fixed number in flight")
     p.add_argument("--concurrency", type=int, default=None, metavar="N",
-                   help="open: most transactions awaiting answers, 0 = unlimited (default: "
-                        "connections x procs, one per connection as wrk2); closed: calls in "
-                        "flight (default connections x procs)")
+                   help="open: most transactions awaiting answers, beyond which starts wait "
+                        "(their wait counts in the corrected latency); 0 = unlimited; default: "
+                        "one per connection (as wrk2) or 50 ms worth of calls at the rate, "
+                        "whichever is more. closed: calls in flight (default connections x "
+                        "procs)")
     p.add_argument("--mix", default="invite=1", metavar="FLOW=W,...",
                    help="flows by weight: invite, register, options (default invite=1)")
     p.add_argument("--hold", type=float, default=0.0, metavar="S",

@@ -14,6 +14,7 @@ from harness.errors import InvalidInput
 FLOWS: tuple[str, ...] = ("invite", "register", "options")
 MODES: tuple[str, ...] = ("open", "closed")
 ARRIVALS: tuple[str, ...] = ("constant", "poisson")
+OPEN_SLOT_S = 0.05   # default open-loop slots: this many seconds of calls at the rate
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class LoadConfig:
         """Open: transactions awaiting answers (0 = unlimited). Closed: calls in flight."""
         if self.concurrency is not None:
             return self.concurrency
+        if self.mode == "open" and self.rate > 0:
+            # one per connection (as wrk2), and at least 50 ms worth of calls at the rate
+            per_proc = max(self.connections, math.ceil(self.rate / self.procs * OPEN_SLOT_S))
+            return per_proc * self.procs
         return self.connections * self.procs
 
     def interval(self) -> float:

@@ -275,8 +275,16 @@ class Generator:
         call.latency = now - call.intended
         call.to = r.to
         ack_conn = self._cross(call)
-        ack_conn.write(M.ack(call.uri, ack_conn.via, call.tok, r.to, True))
+        ack = M.ack(call.uri, ack_conn.via, call.tok, r.to, True)
         call.bye_intended = now + self.cfg.hold
+        if self.cfg.hold <= 0 and not (self.cap and self.outstanding >= self.cap):
+            # ACK and BYE back to back on one connection: one send() instead of two
+            ack_conn.write(ack + M.bye(call.uri, ack_conn.via, call.tok, r.to))
+            call.conn = ack_conn
+            call.state = BYEING
+            self._await(call, now)
+            return
+        ack_conn.write(ack)
         call.state = HOLDING
         if self.cfg.hold > 0:
             asyncio.get_running_loop().call_later(self.cfg.hold, self._bye_due, call)
