@@ -100,3 +100,63 @@ def test_framing(path: Path):
     assert framer.pending == want["pending"]
     if want["messages"]:
         assert b"".join(out) + raw[len(raw) - framer.pending:] in (raw, raw.lstrip(b"\r\n"))
+
+
+def tcp_outcome(raw: bytes) -> tuple[str, object]:
+    """What a TCP UAS built on harness.sip does with the first message of these bytes:
+    ('pending', None), ('close', status or None), ('drop', None) for responses and
+    unanswerable input, ('answer', status) or ('process', method)."""
+    framer = Framer()
+    try:
+        msgs = framer.feed(raw)
+    except FramingError as exc:
+        if not exc.messages:
+            return "close", exc.status if answerable(exc) else None
+        msgs = exc.messages
+    if not msgs:
+        return "pending", None
+    try:
+        msg = parse(msgs[0])
+    except ParseError as exc:
+        return ("answer", exc.status) if answerable(exc) else ("drop", None)
+    if not msg.is_request:
+        return "drop", None
+    rejection = validate_request(msg, methods=METHODS)
+    return ("answer", rejection[0]) if rejection else ("process", msg.method)
+
+
+def allowed_outcomes(expected: str) -> set:
+    """expected.tsv's prose turned into the outcomes it allows."""
+    table = [
+        ("parsed; unknown method", {("answer", 501)}),
+        ("parsed; a final response other than 400",  # e.g. MESSAGE (mpart01) gets 501
+         {("process", m) for m in METHODS} | {("answer", s) for s in (415, 416, 420, 501)}),
+        ("first message answered", {("process", "REGISTER")}),
+        ("stray", {("drop", None)}),
+        ("body shorter", {("pending", None)}),
+        ("negative Content-Length: 400", {("close", 400)}),
+        ("multiple Content-Length values: 400", {("close", 400)}),
+        ("400 (a lenient element may process it)",
+         {("answer", 400)} | {("process", m) for m in METHODS}),
+        ("400 or 501", {("answer", 400), ("answer", 501)}),
+        ("400", {("answer", 400)}),
+        ("505", {("answer", 505)}),
+        ("416", {("answer", 416)}),
+        ("420", {("answer", 420)}),
+        ("415", {("answer", 415)}),
+        ("processed (RFC 2543 syntax) or 400", {("process", "INVITE"), ("close", 400)}),
+    ]
+    for prefix, outcomes in table:
+        if expected.startswith(prefix):
+            return outcomes
+    return {("process", m) for m in METHODS}  # processed normally / 401 or processed / 406 or 200
+
+
+def test_rfc4475_outcomes_match_expected_tsv():
+    """Independent of the JSON files: every torture message against expected.tsv."""
+    rows = (TESTDATA / "rfc4475" / "expected.tsv").read_text().splitlines()[1:]
+    assert len(rows) == 49
+    for row in rows:
+        name, _section, _kind, expected = row.split("\t")
+        outcome = tcp_outcome((TESTDATA / "rfc4475" / name).read_bytes())
+        assert outcome in allowed_outcomes(expected), (name, expected, outcome)
