@@ -32,23 +32,30 @@ from harness.loadgen.config import LoadConfig, validate
 
 
 @contextlib.contextmanager
-def serve(kind: str, workers: int) -> Iterator[tuple[str, int]]:
-    """A server to drive: `harness serve --backend local` or SIPp's built-in uas."""
+def serve(kind: str, workers: int, backend: str = "local",
+          opts: tuple[str, ...] = (), uas_delay_ms: int = 0) -> Iterator[tuple[str, int]]:
+    """A server to drive: `harness serve --backend B --opt k=v...` or SIPp's built-in uas."""
     if kind == "sipp-uas":
         port = _free_port()
-        uas = subprocess.Popen([sipp.sipp_binary(), "-sn", "uas", "-t", "t1", "-i",
-                                "127.0.0.1", "-p", str(port), "-nostdin"],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        try:
-            yield "127.0.0.1", port
-        finally:
-            uas.terminate()
-            uas.wait(10)
+        with tempfile.TemporaryDirectory(prefix="sipstate-uas-") as tmp:
+            scen = Path(tmp) / "uas.xml"
+            scen.write_text(uas_xml(uas_delay_ms))
+            uas = subprocess.Popen([sipp.sipp_binary(), "-sf", str(scen), "-t", "t1", "-i",
+                                    "127.0.0.1", "-p", str(port), "-nostdin",
+                                    "-max_socket", "1000"], cwd=tmp,
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+            try:
+                yield "127.0.0.1", port
+            finally:
+                uas.terminate()
+                uas.wait(10)
         return
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", "--backend", "local",
-                             "--workers", str(workers), "--host", "127.0.0.1", "--port", "0"],
+    extra = [arg for opt in opts for arg in ("--opt", opt)]
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", "--backend", backend,
+                             *extra, "--workers", str(workers), "--host", "127.0.0.1",
+                             "--port", "0"],
                             stdout=subprocess.PIPE, text=True)
     try:
         ready = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
@@ -56,6 +63,54 @@ def serve(kind: str, workers: int) -> Iterator[tuple[str, int]]:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+_UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="sipstate bench uas">
+  <recv request="INVITE" crlf="true"/>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]U[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+
+]]></send>
+  <pause milliseconds="DELAY"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]U[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK" optional="true" crlf="true"/>
+  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+</scenario>
+"""
+
+
+def uas_xml(delay_ms: int) -> str:
+    """SIPp's uas flow with a pause of ``delay_ms`` between 180 and 200: a server with a
+    known INVITE-to-200 time that SIPp's 1 ms clock can resolve."""
+    return _UAS.replace("DELAY", str(int(delay_ms)))
 
 
 def _free_port() -> int:
@@ -108,6 +163,9 @@ def print_rows(rate: float, ours: dict, theirs: dict, cmp: dict) -> None:
               f"{_fmt(r['invite_mean_ms']):>8} {_fmt(p99):>8} {r['calls_failed']:6d} "
               f"{_fmt(r['cpu_us_per_call_loadgen'], '.0f'):>11} "
               f"{str(r['generator_saturated']):>9}")
+    for r in (ours, theirs):
+        if r["saturation_reasons"]:
+            print(f"  {r['generator']} saturated: {'; '.join(r['saturation_reasons'])}")
     cps_ok = cmp["cps_ratio"] is not None and abs(cmp["cps_ratio"] - 1) <= 0.10
     print(f"  calls/s ratio {cmp['cps_ratio']} ({'within' if cps_ok else 'NOT within'} 10%); "
           f"median ratio {cmp['median_ratio']}; mean ratio {cmp['mean_ratio']}; "
@@ -119,6 +177,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", choices=("serve", "sipp-uas"), default="serve")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--backend", default="local",
+                   help="backend of `harness serve` (default local); a durable one such as "
+                        "files with fsync=true on a disk gives millisecond latencies that "
+                        "SIPp's 1 ms clock can resolve")
+    p.add_argument("--uas-delay-ms", type=int, default=0,
+                   help="with --server sipp-uas: pause between 180 and 200 (default 0)")
+    p.add_argument("--opt", action="append", default=[], metavar="K=V",
+                   help="backend option for `harness serve` (repeatable)")
     p.add_argument("--rate", type=float, nargs="+", default=[1000.0])
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--transport", choices=sipp.TRANSPORTS, default="t1")
@@ -129,8 +195,12 @@ def main(argv: Optional[list[str]] = None) -> int:
               file=sys.stderr)
         return 3
     out = []
-    with serve(args.server, args.workers) as (host, port):
-        print(f"server: {args.server} at {host}:{port}; SIPp transport -t {args.transport}")
+    with serve(args.server, args.workers, args.backend, tuple(args.opt),
+               args.uas_delay_ms) as (host, port):
+        what = f"serve --backend {args.backend} {' '.join(args.opt)}" if args.server == "serve" \
+            else f"sipp uas (200 after {args.uas_delay_ms} ms)"
+        print(f"server: {what} ({args.workers} workers) at {host}:{port}; "
+              f"SIPp transport -t {args.transport}")
         for rate in args.rate:
             ours = run_builtin(host, port, rate, args.duration)
             theirs = run_sipp(host, port, rate, args.duration, args.transport)

@@ -151,8 +151,12 @@ class Generator:
         # whichever is later, so early sends neither add nor hide time.
         while nxt < now + 2 * TIMER_RESOLUTION and nxt < end and n < BATCH:
             measured = nxt >= t_meas
-            if measured:
+            if measured:  # the generator's own lateness (never a wait for the server)
                 rec.counts["attempted"] += 1
+                if now > nxt:
+                    rec.schedule_lag(now - nxt)
+                else:
+                    rec.schedule_lag(0.0)
             if cap and self.outstanding >= cap:
                 self.backlog.append((nxt, None))
             else:
@@ -197,7 +201,7 @@ class Generator:
         return codes[-1]
 
     def _start(self, intended: float, measured: bool, flow: Optional[int] = None,
-               conn: Optional[Conn] = None, waiter=None) -> None:
+               conn: Optional[Conn] = None, waiter=None, queued: bool = False) -> None:
         """Send the first request of a new flow (or fail it at once without a connection)."""
         tok = self.prefix + b"%x" % next(self.counter)
         call = Call(tok, self._pick_flow() if flow is None else flow, intended, measured)
@@ -210,8 +214,8 @@ class Generator:
         call.conn = call.inv_conn = conn
         now = monotonic()
         if now > intended:
-            if measured and self.cfg.mode == "open":  # actual minus intended start
-                self.rec.schedule_lag(now - intended)
+            if measured and queued:  # waited for a transaction slot: the server's doing
+                self.rec.slot_wait(now - intended)
         else:
             call.intended = now
         if call.flow == INVITE:
@@ -368,7 +372,7 @@ class Generator:
         while backlog and self.outstanding < cap:
             intended, queued = backlog.popleft()
             if queued is None:
-                self._start(intended, intended >= self.t_meas)
+                self._start(intended, intended >= self.t_meas, queued=True)
             else:
                 self._send_bye(queued)
 

@@ -20,7 +20,8 @@ class Recorder:
     def __init__(self) -> None:
         self.corrected = {t: metrics.new_histogram() for t in TXNS}
         self.uncorrected = {t: metrics.new_histogram() for t in TXNS}
-        self.lag = metrics.new_histogram()
+        self.lag = metrics.new_histogram()     # scheduler lateness, every measured start
+        self.waits = metrics.new_histogram()   # waits for a transaction slot, when any
         self.series = metrics.TimeSeries()
         self.counts: Counter = Counter()     # attempted, completed, failed, lost_dialogs, ...
         self.outcomes: Counter = Counter()   # completed, timeout, conn_error, status_NNN, ...
@@ -35,6 +36,9 @@ class Recorder:
 
     def schedule_lag(self, seconds: float) -> None:
         metrics.record_us(self.lag, seconds)
+
+    def slot_wait(self, seconds: float) -> None:
+        metrics.record_us(self.waits, seconds)
 
     def status(self, code: int) -> None:
         self.statuses[code] += 1
@@ -53,6 +57,7 @@ class Recorder:
             "hist_uncorrected": {t: metrics.encode(h) for t, h in self.uncorrected.items()
                                  if h.get_total_count()},
             "lag": metrics.encode(self.lag) if self.lag.get_total_count() else None,
+            "waits": metrics.encode(self.waits) if self.waits.get_total_count() else None,
             "timeseries": self.series.export(),
             "counts": dict(self.counts),
             "outcomes": dict(self.outcomes),

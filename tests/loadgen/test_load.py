@@ -88,6 +88,8 @@ def test_coordinated_omission_is_corrected(load):
         finally:
             thread.join()
     assert res["calls_failed"] == 0, res["outcomes"]
+    print("CO:", {k: res[k] for k in ("invite_p99_ms", "invite_p99_uncorrected_ms",
+                                      "invite_max_ms", "slot_wait_max_ms", "backlog_max")})
     assert res["invite_p99_ms"] >= 400, res["invite_p99_ms"]
     assert res["invite_p99_uncorrected_ms"] < res["invite_p99_ms"] / 2, (
         res["invite_p99_uncorrected_ms"], res["invite_p99_ms"])
