@@ -1,7 +1,8 @@
 """``harness bench-store``: micro-benchmark of one backend's Store operations.
 
     harness bench-store --backend NAME [--opt k=v ...] [--procs P] [--seconds S]
-                        [--ops N] [--value-size B] [--keys K] [--unix] [--floor|--no-floor]
+                        [--ops N] [--value-size B] [--keys K] [--add-keys A] [--unix]
+                        [--floor|--no-floor]
                         [--json FILE]
 
 What one run does:
@@ -18,8 +19,10 @@ What one run does:
    same key over a raw socket (hiredis.Reader for RESP; a minimal text-protocol
    reader for memcached), the cost floor a client library can approach. All
    processes start each phase together (a barrier), so P processes contend.
-3. Each phase runs S seconds (or exactly ``--ops`` operations); ``delete``
-   removes the keys ``add`` created and stops early when they run out.
+3. Each phase runs S seconds (or exactly ``--ops`` operations); ``add`` stops
+   early after ``--add-keys`` new keys (so a fixed-size table such as shm's
+   does not fill up), ``delete`` removes the keys ``add`` created and stops
+   when they run out: those two phases may count fewer operations.
    Every operation is timed with perf_counter_ns; latencies are kept in an
    array during the phase (an HdrHistogram record costs ~0.7 µs in Python,
    as much as the fastest operations) and folded into an HdrHistogram
@@ -64,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", type=int, default=None, help="exact operations per phase (overrides --seconds)")
     parser.add_argument("--value-size", type=int, default=300, help="value bytes (default 300)")
     parser.add_argument("--keys", type=int, default=1000, help="keys per process for get/put/update")
+    parser.add_argument("--add-keys", type=int, default=10_000,
+                        help="most keys one process adds (add stops there, so fixed-size tables do not "
+                             "fill; delete removes them; default 10000)")
     parser.add_argument("--unix", action="store_true", help="started service listens on a unix socket")
     parser.add_argument("--floor", action=argparse.BooleanOptionalAction, default=None,
                         help="also time a raw-socket GET (default: on for redis and memcached)")
@@ -73,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def validate(args: argparse.Namespace) -> None:
     """InvalidInput naming the flag, for numbers outside what the benchmark can run."""
     checks = [("--procs", args.procs, 1, 64), ("--value-size", args.value_size, 0, 1 << 20),
-              ("--keys", args.keys, 1, 10_000_000)]
+              ("--keys", args.keys, 1, 10_000_000), ("--add-keys", args.add_keys, 1, 10_000_000)]
     if args.ops is not None:
         checks.append(("--ops", args.ops, 1, 100_000_000))
     for flag, value, low, high in checks:
@@ -135,7 +141,7 @@ def _phases(store: Store, cfg: dict, index: int, floor: Any) -> list[tuple[str, 
 
     cyclic = lambda n: base[n % nkeys]  # noqa: E731
     phases = [("get", store.get, cyclic),
-              ("add", add, lambda n: b"bench-add:%d:%d" % (index, n)),
+              ("add", add, lambda n: b"bench-add:%d:%d" % (index, n) if n < cfg["add_keys"] else None),
               ("put", lambda k: store.put(k, value), cyclic),
               ("update", lambda k: store.update(k, new_value), cyclic),
               ("delete", store.delete, lambda n: added[n] if n < len(added) else None)]
@@ -249,7 +255,7 @@ def _reexec_with_eatmydata(args: argparse.Namespace) -> None:
         raise HarnessError("bench-store: LD_PRELOAD of libeatmydata did not take effect in this process")
     argv = [sys.executable, "-m", "harness", "bench-store", "--backend", args.backend,
             "--procs", str(args.procs), "--seconds", str(args.seconds), "--value-size", str(args.value_size),
-            "--keys", str(args.keys)]
+            "--keys", str(args.keys), "--add-keys", str(args.add_keys)]
     for pair in args.opt:
         argv += ["--opt", pair]
     argv += (["--ops", str(args.ops)] if args.ops else []) + (["--unix"] if args.unix else [])
@@ -277,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
     if floor and store.name not in FLOOR_BACKENDS:
         raise InvalidInput(f"bench-store --floor: only for {', '.join(FLOOR_BACKENDS)}, not {store.name!r}")
     cfg = {"procs": args.procs, "seconds": args.seconds, "ops": args.ops, "value_size": args.value_size,
-           "keys": args.keys, "floor": floor}
+           "keys": args.keys, "add_keys": args.add_keys, "floor": floor}
     svc = None
     with tempfile.TemporaryDirectory(prefix="sipstate-bench-") as run_dir:
         try:
