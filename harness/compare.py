@@ -124,6 +124,11 @@ def relative_to(runs: pd.DataFrame, reference: str, metrics: Sequence[Metric], s
                            f"{side}; backends there: {', '.join(sorted(set(runs['backend'])))}")
     refs = refs.sort_values("durability", key=lambda s: s != "off").drop_duplicates(list(REF_KEYS))
     cols = [m.name for m in metrics if not m.count and m.name in runs]
+    for col in cols:
+        values = pd.to_numeric(refs[col], errors="coerce")
+        if not (values > 0).any():  # e.g. `local` completes no call when dialogs cross workers
+            raise InvalidInput(f"--reference {reference}: {col} is 0 or empty in every "
+                               f"{reference} run of {side}; choose a backend with a non-zero {col}")
     merged = runs.merge(refs[list(REF_KEYS) + cols], on=list(REF_KEYS), how="left",
                         suffixes=("", "__ref"))
     for col in cols:

@@ -135,10 +135,12 @@ def plot_latency(runs: pd.DataFrame, histograms: pd.DataFrame, txn: str = "invit
 
 
 def cpu_per_call(df: pd.DataFrame) -> pd.DataFrame:
-    """Median µs of CPU per completed call by component, per (load, variant, backend)."""
+    """Median µs of CPU per *attempted* call by component, per (load, variant, backend).
+    Attempted, not completed: a call whose BYE got 481 still cost its messages, and the
+    unshared control completes none at 2 workers."""
     rows = []
     for (load, var), sub in df.groupby(["load", "variant"], sort=False):
-        calls = sub["calls_completed"].astype(float).replace(0, np.nan)
+        calls = sub["calls_attempted"].astype(float).replace(0, np.nan)
         row = {"load": load, "variant": var, "backend": sub["backend"].iloc[0]}
         for col, name in COMPONENTS:
             per = sub[col].astype(float).fillna(0.0) * 1e6 / calls if col in sub else 0.0
@@ -148,7 +150,7 @@ def cpu_per_call(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_cpu(runs: pd.DataFrame) -> Figure | None:
-    """CPU µs per completed call, stacked server / service / generator, per variant."""
+    """CPU µs per attempted call, stacked server / service / generator, per variant."""
     df = _ok_runs(runs)
     if df.empty:
         return None
@@ -171,7 +173,7 @@ def plot_cpu(runs: pd.DataFrame) -> Figure | None:
         ax.set_title(load)
         ax.set_xlabel("backend (durability)")
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("CPU time per completed call (µs)")
+    axes[0].set_ylabel("CPU time per attempted call (µs)")
     handles = [Patch(facecolor="#555555", edgecolor="black", label=f"{comp}", **looks[comp])
                for _, comp in COMPONENTS]
     fig.legend(handles=handles, loc="outside right upper", title="component", fontsize="small")

@@ -1,7 +1,7 @@
 """Fixtures of the report/compare tests.
 
-``real_results``: one short real ``harness run`` of tests/report/data/tiny.yaml (local and
-lmdb, 2 workers, ~3 s each), made once per session. ``fabricated``: a synthetic folder
+``real_results``: one short real ``harness run`` of tests/report/data/tiny.yaml (local, shm
+and lmdb, 2 workers, ~3 s each), made once per session. ``fabricated``: a synthetic folder
 with every durability variant, for cases a short real run cannot produce.
 Both are read-only for tests: a test that edits data copies the folder first.
 """
@@ -31,13 +31,13 @@ def run_harness(*args: str, timeout: float = 120.0, env: dict | None = None,
 
 @pytest.fixture(scope="session")
 def real_results(tmp_path_factory) -> Path:
-    """The run folder of a real tiny run (every row must be ok, or the tests cannot mean much)."""
+    """The run folder of a real tiny run (local, shm, lmdb) (every row must be ok, or the tests cannot mean much)."""
     out = tmp_path_factory.mktemp("real")
     proc = run_harness("run", str(TINY), "--output", str(out), timeout=240)
     assert proc.returncode == 0, f"harness run failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
     folder = results.resolve_folder(out)
     runs = results.load(folder).runs
-    assert set(runs["backend"]) == {"local", "lmdb"}, runs[["run_id", "backend", "status"]]
+    assert set(runs["backend"]) == {"local", "shm", "lmdb"}, runs[["run_id", "backend", "status"]]
     assert (runs["status"] == "ok").all(), runs[["run_id", "status", "reason"]].to_string()
     return folder
 

@@ -45,14 +45,20 @@ def test_real_run_with_lmdb_throughput_cut_40pct_exits_1_naming_it(real_results,
 
 def test_real_run_reference_cancels_a_uniformly_slower_machine(real_results, copy_of):
     new = copy_of(real_results)
-    for backend in ("local", "lmdb"):  # everything 30% slower: machine noise, not a change
+    for backend in ("local", "shm", "lmdb"):  # everything 30% slower: noise, not a change
         edit_runs(new, backend, "throughput_cps", lambda v: v * 0.7)
     plain = run_harness("compare", str(real_results), str(new), "--metric", "throughput_cps")
     assert plain.returncode == 1
     rel = run_harness("compare", str(real_results), str(new), "--metric", "throughput_cps",
-                      "--reference", "local")
-    assert rel.returncode == 0, rel.stdout
-    assert "ratio to local" in rel.stdout and "reference" in rel.stdout
+                      "--reference", "shm")
+    assert rel.returncode == 0, rel.stdout + rel.stderr
+    assert "ratio to shm" in rel.stdout and "| reference |" in rel.stdout
+
+
+def test_real_run_reference_without_completed_calls_is_refused(real_results):
+    # at 2 workers the unshared control completes no call: nothing to divide by
+    proc = run_harness("compare", str(real_results), str(real_results), "--reference", "local")
+    assert proc.returncode == 2 and "--reference local: throughput_cps is 0" in proc.stderr
 
 
 # ------------------------------------------------------------------ rules on synthetic data
