@@ -113,7 +113,7 @@ def to_uri(value: str) -> str:
 def decode(value: Optional[bytes], now: float) -> list[tuple[int, str]]:
     """Live bindings of a stored value, as (expiry, URI)."""
     out = []
-    for line in (value or b"").decode("utf-8", "replace").splitlines():
+    for line in (value or b"").decode("utf-8", "surrogateescape").split("\n"):
         expiry, _, uri = line.partition(" ")
         if expiry.isdigit() and int(expiry) > now and uri:
             out.append((int(expiry), uri))
@@ -123,7 +123,7 @@ def decode(value: Optional[bytes], now: float) -> list[tuple[int, str]]:
 def encode(bindings: list[tuple[int, str]]) -> Optional[bytes]:
     if not bindings:
         return None
-    return "\n".join(f"{expiry} {uri}" for expiry, uri in bindings).encode()
+    return "\n".join(f"{expiry} {uri}" for expiry, uri in bindings).encode("utf-8", "surrogateescape")
 
 
 def merger(request: RegisterRequest, now: float) -> Callable[[Optional[bytes]], Optional[bytes]]:

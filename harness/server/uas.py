@@ -111,7 +111,7 @@ class Uas:
     # ---- methods ------------------------------------------------------------
     def on_invite(self, msg: Message) -> bytes:
         call_id = msg.call_id
-        key = b"dlg:" + call_id.encode()
+        key = b"dlg:" + call_id.encode("utf-8", "surrogateescape")
         if msg.to_tag:
             # A re-INVITE: only for a dialog the Store holds.
             old = self.get(key)
@@ -121,7 +121,7 @@ class Uas:
         target = self.lookup_target(msg.uri)
         tag = f"{self.tag_prefix}.{next(self.counter)}"
         record = "|".join(("E", tag, msg.from_tag or "", str(msg.cseq[0]), str(self.slot),
-                           call_id, target or "")).encode()
+                           call_id, target or "")).encode("utf-8", "surrogateescape")
         if not self.add(key, record):
             old = self.get(key)  # a repeated INVITE: the same answer as the first time
             if old is not None:
@@ -131,7 +131,8 @@ class Uas:
     @staticmethod
     def tag_and_target(record: bytes) -> tuple[str, Optional[str]]:
         fields = record.split(b"|", 6)
-        return fields[1].decode(), (fields[6].decode() or None)
+        return (fields[1].decode("utf-8", "surrogateescape"),
+                fields[6].decode("utf-8", "surrogateescape") or None)
 
     def invite_responses(self, msg: Message, tag: str, target: Optional[str]) -> bytes:
         out = []
@@ -146,11 +147,11 @@ class Uas:
         return b"".join(out)
 
     def on_ack(self, msg: Message) -> bytes:
-        self.update(b"dlg:" + msg.call_id.encode(), confirm)
+        self.update(b"dlg:" + msg.call_id.encode("utf-8", "surrogateescape"), confirm)
         return b""
 
     def on_bye(self, msg: Message) -> bytes:
-        if self.delete(b"dlg:" + msg.call_id.encode()):
+        if self.delete(b"dlg:" + msg.call_id.encode("utf-8", "surrogateescape")):
             return build_response(msg, 200, "OK", headers=self.server)
         return build_response(msg, 481, "Call/Transaction Does Not Exist", headers=self.server)
 
@@ -169,7 +170,7 @@ class Uas:
             return build_response(msg, exc.status, exc.reason, headers=self.server)
         now = time.time()
         merge = registrar.merger(request, now)
-        key = b"reg:" + request.aor.encode()
+        key = b"reg:" + request.aor.encode("utf-8", "surrogateescape")
         if request.changes or request.wildcard:
             new = self.update(key, merge, registrar.RECORD_TTL)
         else:
@@ -183,7 +184,7 @@ class Uas:
         aor = registrar.aor_of(uri)
         if aor is None:
             return None
-        value = self.get(b"reg:" + aor.encode())
+        value = self.get(b"reg:" + aor.encode("utf-8", "surrogateescape"))
         return registrar.first_binding(value, time.time()) if value else None
 
     def respond_problem(self, msg: Message, problem: tuple) -> bytes:
