@@ -71,7 +71,7 @@ def test_redis_starts_its_own_server_measures_the_floor_and_stops_it(tmp_path: P
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
-    check_report(report, 2, 200, PHASES + ["get_floor"])
+    check_report(report, 2, 200, PHASES + ["get_paired", "get_floor"])
     assert report["service"]["kind"] == "redis" and report["service"]["version"]
     assert set(report["floor"]) == {"get_p50_over_floor", "get_p99_over_floor"}
     assert report["floor"]["get_p50_over_floor"] > 0 and "get_p50_over_floor" in proc.stdout
