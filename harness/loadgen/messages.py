@@ -9,6 +9,7 @@ the component whose parsing is measured.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Optional
 
 SDP = (b"v=0\r\no=loadgen 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
@@ -108,11 +109,43 @@ def read_responses(buf: bytearray) -> list[Response]:
     return out
 
 
+# The canonical spelling most servers (ours included) write: found with five
+# searches instead of a split of every line. Anything else takes the general path.
+_FAST = (b"\r\nCall-ID: ", b"\r\nCSeq: ", b"\r\nTo: ", b"\r\nServer: ",
+         b"\r\nContent-Length: ")
+_SERVER_SLOT = 3
+
+
+def _fast_values(head: bytes) -> Optional[list]:
+    vals: list = []
+    for slot, name in enumerate(_FAST):
+        at = head.find(name)
+        if at < 0:
+            if slot == _SERVER_SLOT:
+                vals.append(None)
+                continue
+            return None
+        at += len(name)
+        end = head.find(b"\r\n", at)
+        vals.append(head[at:end if end >= 0 else len(head)].strip())
+    return vals
+
+
 def _read_head(head: bytes) -> tuple[Response, int]:
+    if not head.startswith(b"SIP/2.0 ") or not head[8:11].isdigit():
+        raise BadStream(f"not a SIP response: {head[:60]!r}")
+    vals = _fast_values(head) or _slow_values(head)
+    cseq_num, method = _split_cseq(vals[1])
+    clen = vals[4]
+    if clen is None or not clen.isdigit() or len(clen) > 6:
+        raise BadStream(f"missing or bad Content-Length: {clen!r}")
+    return Response(int(head[8:11]), vals[0], cseq_num, method, vals[2],
+                    _worker_of(vals[3])), int(clen)
+
+
+def _slow_values(head: bytes) -> list:
+    """Every header line, any case, compact forms, whitespace before the colon."""
     lines = head.split(b"\r\n")
-    first = lines[0]
-    if not first.startswith(b"SIP/2.0 ") or not first[8:11].isdigit():
-        raise BadStream(f"not a SIP response: {first[:60]!r}")
     vals: list = [None, None, None, None, None]
     for line in lines[1:]:
         colon = line.find(b":")
@@ -120,12 +153,7 @@ def _read_head(head: bytes) -> tuple[Response, int]:
             slot = _WANTED.get(line[:colon].rstrip().lower())
             if slot is not None and vals[slot] is None:
                 vals[slot] = line[colon + 1:].strip()
-    cseq_num, method = _split_cseq(vals[1])
-    clen = vals[4]
-    if clen is None or not clen.isdigit() or len(clen) > 6:
-        raise BadStream(f"missing or bad Content-Length: {clen!r}")
-    return Response(int(first[8:11]), vals[0], cseq_num, method, vals[2],
-                    _worker_of(vals[3])), int(clen)
+    return vals
 
 
 def _split_cseq(value: Optional[bytes]) -> tuple[int, bytes]:
@@ -135,6 +163,7 @@ def _split_cseq(value: Optional[bytes]) -> tuple[int, bytes]:
     return (int(num) if num.isdigit() else -1), method.strip()
 
 
+@functools.lru_cache(maxsize=256)
 def _worker_of(server: Optional[bytes]) -> Optional[int]:
     if server is None:
         return None

@@ -152,6 +152,9 @@ def run_sipp(cfg: LoadConfig, transport: str = "tn", live: bool = False,
     if transport not in TRANSPORTS:
         raise InvalidInput(f"--sipp-transport: {transport!r}; allowed: tn, t1")
     flow = _flow_of(cfg)
+    if cfg.mode != "open" or cfg.rate <= 0:
+        raise InvalidInput(f"--mode {cfg.mode} --rate {cfg.rate:g}: the sipp generator runs "
+                           "an open loop at a rate > 0 only")
     with tempfile.TemporaryDirectory(prefix="sipstate-sipp-") as tmp:
         work = Path(workdir or tmp)
         os.chmod(work, 0o700)
