@@ -50,7 +50,7 @@ from typing import Any, Callable, Optional
 from hdrh.histogram import HdrHistogram
 
 import backends
-from backends.base import ConfigError, Store, parse_opts
+from backends.base import Store, parse_opts
 from harness import durability
 from harness.errors import HarnessError, InvalidInput
 from harness.floors import open_floor
@@ -127,7 +127,7 @@ def _histogram(lat: array.array) -> HdrHistogram:
     return hist
 
 
-def _phases(store: Store, cfg: dict, index: int, floor: Any) -> list[tuple[str, Callable, Callable]]:
+def _phases(store: Store, cfg: dict, index: int) -> list[tuple[str, Callable, Callable]]:
     """(name, op, keyof) for every phase of process ``index``."""
     value = os.urandom(cfg["value_size"])
     nkeys = cfg["keys"]
@@ -189,7 +189,7 @@ def _child(store: Store, cfg: dict, index: int, barrier: Any, conn: Any) -> None
         value = os.urandom(cfg["value_size"])
         for j in range(cfg["keys"]):
             store.put(b"bench:%d:%d" % (index, j), value)
-        for name, op, keyof in _phases(store, cfg, index, None):
+        for name, op, keyof in _phases(store, cfg, index):
             barrier.wait(timeout=600)
             lat, elapsed = _timed(op, keyof, cfg["seconds"], cfg["ops"])
             out["phases"][name] = _phase_record(lat, elapsed)
@@ -351,5 +351,4 @@ def build_report(store: Store, cfg: dict, results: list[dict], svc: Any, started
             "ops": ops, "floor": floor_ratios(ops)}
 
 
-__all__ = ["add_arguments", "run", "run_processes", "summarize", "floor_ratios", "format_table",
-           "ConfigError"]
+__all__ = ["add_arguments", "run", "run_processes", "summarize", "floor_ratios", "format_table"]
