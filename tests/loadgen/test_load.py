@@ -146,3 +146,31 @@ def test_an_unreachable_target_is_one_clear_error(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "cannot connect" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_live_line_on_a_terminal_only(shm_server, tmp_path):
+    """Once a second on a terminal (elapsed, calls/s, p99, errors); nothing when piped."""
+    import pty
+    master, slave = pty.openpty()
+    cmd = harness_cmd("load", "--target", f"127.0.0.1:{shm_server['port']}", "--rate", "50",
+                      "--duration", "3", "--json", str(tmp_path / "live.json"))
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:   # the terminal closed: the generator is done
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        proc.wait(60)
+        os.close(master)
+    assert proc.returncode == 0
+    text = seen.decode(errors="replace")
+    assert text.count("calls/s") >= 2 and "p99" in text and "errors" in text
+    piped = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 0 and piped.stderr == ""
