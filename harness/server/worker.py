@@ -82,8 +82,11 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
             return
         if messages:
-            handle = self.handle
-            out = b"".join([handle(raw) for raw in messages])
+            if len(messages) == 1:  # the usual case: one read, one message
+                out = self.handle(messages[0])
+            else:
+                handle = self.handle
+                out = b"".join([handle(raw) for raw in messages])
             if out:
                 self.transport.write(out)
         if self.worker.draining and not self.framer.pending:
