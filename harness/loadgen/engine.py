@@ -245,7 +245,7 @@ class Generator:
             self.pool.learn(conn, r.worker)
             self.rec.workers.add(r.worker)
         if call is None:
-            self.rec.counts["unmatched_responses"] += 1
+            self._unmatched(conn, r)
             return
         state = call.state
         if state == INVITING:
@@ -256,6 +256,17 @@ class Generator:
             self._simple_response(call, r)
         else:
             self.rec.counts["unexpected_responses"] += 1
+
+    def _unmatched(self, conn: Conn, r: M.Response) -> None:
+        """An answer to a finished call. A 2xx to an INVITE that timed out created a
+        dialog on the server: ACK it and send BYE (unawaited) so that it is not left over."""
+        self.rec.counts["unmatched_responses"] += 1
+        if (200 <= r.status < 300 and r.method == b"INVITE" and r.call_id
+                and r.call_id.startswith(self.prefix) and M.has_tag(r.to)):
+            tok = r.call_id
+            conn.write(M.ack(self.target_uri, conn.via, tok, r.to, True)
+                       + M.bye(self.target_uri, conn.via, tok, r.to))
+            self.rec.counts["late_dialogs_closed"] += 1
 
     def _invite_response(self, call: Call, conn: Conn, r: M.Response) -> None:
         if r.cseq != 1 or r.method != b"INVITE":

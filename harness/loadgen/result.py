@@ -137,6 +137,7 @@ def summarize(cfg: LoadConfig, exports: list[dict]) -> dict:
         "outcomes": dict(_sum_counters(e["outcomes"] for e in exports)),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "unmatched_responses": counts["unmatched_responses"],
+        "late_dialogs_closed": counts["late_dialogs_closed"],
         "workers_seen": sorted({w for e in exports for w in e["workers"]}),
         "reconnects": sum(e["reconnects"] for e in exports),
         "procs": cfg.procs, "connections": cfg.connections, "warmup_s": cfg.warmup,

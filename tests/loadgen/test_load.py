@@ -174,3 +174,29 @@ def test_live_line_on_a_terminal_only(shm_server, tmp_path):
     assert text.count("calls/s") >= 2 and "p99" in text and "errors" in text
     piped = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert piped.returncode == 0 and piped.stderr == ""
+
+
+def test_a_stall_longer_than_the_timeout_gives_timeouts_and_closes_late_dialogs(load):
+    with running_server(backend="shm", workers=2) as srv:
+        master = psutil.Process(srv["pid"])
+        workers = [c for c in master.children() if c.cmdline() == master.cmdline()]
+
+        def stall():
+            time.sleep(1.5)
+            for w in workers:
+                os.kill(w.pid, signal.SIGSTOP)
+            time.sleep(2.0)
+            for w in workers:
+                os.kill(w.pid, signal.SIGCONT)
+
+        thread = threading.Thread(target=stall)
+        thread.start()
+        try:
+            res, _ = load(srv, "--rate", "100", "--duration", "4", "--timeout", "1")
+        finally:
+            thread.join()
+    assert res["timeouts"] > 0 and res["outcomes"]["timeout"] == res["timeouts"]
+    assert res["calls_completed"] + res["calls_failed"] == res["calls_attempted"]
+    assert res["calls_completed"] > 100          # before and after the stall
+    assert res["late_dialogs_closed"] > 0         # late 200s were ACKed and BYEd
+    assert res["generator_saturated"] is False    # the server stalled, not the generator
