@@ -6,8 +6,9 @@ fd (``signal.set_wakeup_fd``) makes the loop's ``select`` return at once. The
 loop then, in order: handles queued signals, reaps dead children, kills workers
 whose heartbeat is stale, and (re)starts missing workers with a backoff.
 
-Heartbeats: each worker owns a file in a 0700 directory and writes its own
-``time.monotonic()`` stamp into it (CLOCK_MONOTONIC is system-wide on Linux).
+Heartbeats: each worker owns an anonymous memory file (memfd: no path, so
+nothing to protect or leave behind even if the master is SIGKILLed) and writes
+its own ``time.monotonic()`` stamp into it (CLOCK_MONOTONIC is system-wide on Linux).
 Staleness is judged from that stamp, not from when the master last looked, so a
 master that was itself stopped (SIGSTOP, a long scheduling gap) does not kill
 healthy workers; after such a pause every worker also gets a fresh grace period.
@@ -21,12 +22,10 @@ import errno
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import struct
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -101,7 +100,6 @@ class Master:
         self.boot_failures = 0
         self.sock: Optional[socket.socket] = None
         self.store = None
-        self.hb_dir = ""
         self.last_tick = 0.0
 
     # ---- setup ------------------------------------------------------------
@@ -109,7 +107,6 @@ class Master:
         """Bind, prepare the store, fork, loop until stopped; always cleans up."""
         self.store = backends.create(self.cfg.backend, **self.cfg.store_options)
         self.sock = bind_socket(self.cfg)
-        self.hb_dir = tempfile.mkdtemp(prefix="sipstate-hb-")   # mkdtemp: mode 0700
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.ready_r, self.ready_w = os.pipe2(os.O_NONBLOCK)
         try:
@@ -143,7 +140,6 @@ class Master:
             self.sock.close()
         for fd in (self.wake_r, self.wake_w, self.ready_r, self.ready_w):
             os.close(fd)
-        shutil.rmtree(self.hb_dir, ignore_errors=True)
         if self.store is not None:
             self.store.destroy()
 
@@ -264,7 +260,7 @@ class Master:
                     self.signal_worker(slot, signal.SIGTERM)
 
     def spawn(self, slot: WorkerSlot) -> None:
-        fd, _ = tempfile.mkstemp(prefix=f"w{slot.number}-", dir=self.hb_dir)
+        fd = os.memfd_create(f"sipstate-hb-{slot.number}", 0)  # inherited by the fork
         now = time.monotonic()
         os.pwrite(fd, STAMP.pack(now), 0)
         slot.hb_fd, slot.started, slot.grace_until = fd, now, now + self.cfg.timeout
