@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import time
 from typing import Callable, Optional
 
@@ -99,9 +100,16 @@ class Uas:
             if msg.method == "ACK":
                 return b""
             return build_response(msg, 503, "Service Unavailable", headers=self.hdr_503)
-        except Exception:  # noqa: BLE001 - a bug in one message must not kill the worker
-            self.stats["500"] += 1
+        except Exception as exc:  # noqa: BLE001 - a bug in one message must not kill the worker
+            self.note_bug(exc)
             return self.safe_response(msg, 500, "Server Internal Error")
+
+    def note_bug(self, exc: Exception) -> None:
+        """Count an unexpected error; say the first few on stderr (a 500 is our fault)."""
+        self.stats["500"] += 1
+        if self.stats["500"] <= 5:
+            print(f"harness serve: worker {self.slot}: 500 after {type(exc).__name__}: {exc}",
+                  file=sys.stderr, flush=True)
 
     def framing_error(self, exc) -> bytes:
         """The framer gave up on the stream: an error response built from the
