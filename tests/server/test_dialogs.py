@@ -164,3 +164,12 @@ def test_failing_store_gives_503_and_the_worker_lives_on():
             assert bye.status == 503
             assert options_ok(port)   # no store needed: the worker is alive
             assert srv["proc"].poll() is None
+
+
+def test_no_100_no_180_switches_on_the_command_line():
+    with running_server("local", workers=1, extra=["--no-100", "--no-180"]) as srv:
+        port = srv["port"]
+        with Conn(port) as conn:
+            conn.send(request("INVITE", Dialog(), port, body=SDP))
+            first = conn.read()
+            assert first.status == 200 and first.to_tag
