@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter
 
 from harness.report import style
 
@@ -32,7 +33,7 @@ def _ok_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _panels(n: int, width_each: float, height: float, sharey: bool = True):
-    fig = Figure(figsize=(max(6.0, width_each * n), height), layout="constrained")
+    fig = Figure(figsize=(max(7.0, width_each * n), height), layout="constrained")
     axes = fig.subplots(1, n, sharey=sharey, squeeze=False)[0]
     return fig, axes
 
@@ -61,6 +62,11 @@ def plot_throughput(runs: pd.DataFrame) -> Figure | None:
                    edgecolor="black", linewidth=0.6, yerr=[[med - vals.min()], [vals.max() - med]],
                    capsize=4)
             ax.plot([i] * len(vals), vals, "o", color="black", markersize=3, zorder=3)
+            lost = pd.to_numeric(sub.loc[sub["variant"] == var, "lost_dialogs"], errors="coerce").sum()
+            if lost > 0:  # a bar of completed calls hides the calls that were lost
+                ax.annotate(f"lost {lost:.0f}\ndialogs", (i, vals.max()), xytext=(0, 4),
+                            textcoords="offset points", ha="center", va="bottom",
+                            fontsize="small", color="darkred")
         rate = sub["rate_target"].astype(float).max()
         if sub["mode"].iloc[0] == "open" and rate > 0:
             ax.axhline(rate, color="black", linestyle="--", linewidth=0.8)
@@ -69,12 +75,18 @@ def plot_throughput(runs: pd.DataFrame) -> Figure | None:
         ax.set_xlabel("backend (durability)")
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("throughput (calls/s)")
-    handles = [Patch(color="#dddddd", label="median of repeats"),
+    handles = [Patch(color="#dddddd", label="bar: median of repeats"),
+               Line2D([], [], color="black", marker="|", linestyle="", markersize=9,
+                      label="whisker: min-max"),
                Line2D([], [], color="black", marker="o", linestyle="", markersize=3, label="one repeat"),
+               Patch(facecolor="white", edgecolor="darkred", label="red text: dialogs lost"),
                Line2D([], [], color="black", linestyle="--", label="target rate")]
-    fig.legend(handles=handles + _durability_legend(df["durability"]), loc="outside right upper",
+    handles += _durability_legend(df["durability"])
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)),
                fontsize="small")
-    fig.suptitle("Completed calls per second (whiskers: min-max of repeats)")
+    for ax in axes:
+        ax.margins(y=0.15)
+    fig.suptitle("Completed calls per second, by backend")
     return fig
 
 
@@ -125,9 +137,13 @@ def plot_latency(runs: pd.DataFrame, histograms: pd.DataFrame, txn: str = "invit
         ax.set_xlabel("percentile")
         ax.grid(True, which="major", alpha=0.3)
     ticks = [t for t in NINES_TICKS if t <= xmax * 1.01]
+    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.5, 2, 10 rather than 5x10^-1
     for ax in axes:
         ax.set_xticks(ticks, NINES_LABELS[:len(ticks)])
-        ax.set_xlim(1, ticks[-1])
+        ax.set_xlim(1, xmax)
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="y", which="minor", labelsize="x-small")
         ax.legend(fontsize="small", title="bold: median-p99 repeat", title_fontsize="small")
     axes[0].set_ylabel(f"{txn.upper()} latency (ms, log scale)")
     fig.suptitle(f"{txn.upper()} latency by percentile (coordinated-omission corrected)")
@@ -176,7 +192,8 @@ def plot_cpu(runs: pd.DataFrame) -> Figure | None:
     axes[0].set_ylabel("CPU time per attempted call (µs)")
     handles = [Patch(facecolor="#555555", edgecolor="black", label=f"{comp}", **looks[comp])
                for _, comp in COMPONENTS]
-    fig.legend(handles=handles, loc="outside right upper", title="component", fontsize="small")
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, title="component",
+               fontsize="small")
     fig.suptitle("CPU cost per call, by process (median of repeats)")
     return fig
 
@@ -269,7 +286,11 @@ def plot_timeseries(runs: pd.DataFrame, timeseries: pd.DataFrame, max_runs: int 
     twins = []
     for ax, (_, run) in zip(axes, df.iterrows()):
         ts = groups[run["run_id"]].sort_values("t_s")
-        ax.plot(ts["t_s"], calls_per_second(ts), color=style.colour(run["backend"]), linewidth=1.5)
+        rate = calls_per_second(ts)
+        ax.plot(ts["t_s"], rate, color=style.colour(run["backend"]), linewidth=1.5)
+        if not rate.any():  # say it, or an empty panel looks like a plotting bug
+            ax.text(0.5, 0.5, f"no call completed\n({int(ts['calls_failed'].sum())} failed)",
+                    transform=ax.transAxes, ha="center", va="center", fontsize="small")
         twin = ax.twinx()
         twin.plot(ts["t_s"], ts["p99_ms"], color="black", linestyle="--", linewidth=0.9)
         twin.set_ylim(0, p99_top)
