@@ -38,6 +38,7 @@ from harness.server.worker import Worker
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT, signal.SIGCHLD,
                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP)
+MASTER_ONLY = (signal.SIGINT, signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP)
 STAMP = struct.Struct("d")
 MAX_BACKOFF = 5.0
 
@@ -267,9 +268,15 @@ class Master:
         slot.ready, slot.retiring, slot.kill_sent = False, False, False
         sys.stdout.flush()
         sys.stderr.flush()
+        # Block our signals across the fork: a signal that reached the child before it
+        # reset its handlers would run the master's handler in the child and be lost
+        # (a SIGTERM sent to a worker forked a moment ago). Pending ones are delivered
+        # after the unblock: in the master to enqueue(), in the child with SIG_DFL.
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         pid = os.fork()
         if pid == 0:
             self.run_child(slot)       # never returns
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         slot.pid = pid
         self.by_pid[pid] = slot
         self.counters.spawned += 1
@@ -279,7 +286,10 @@ class Master:
         try:
             signal.set_wakeup_fd(-1)
             for sig in HANDLED_SIGNALS:
-                signal.signal(sig, signal.SIG_DFL)
+                # The master's signals (and a terminal's SIGINT to the whole group)
+                # are ignored; SIGTERM / SIGQUIT stop the worker until it installs its own.
+                signal.signal(sig, signal.SIG_IGN if sig in MASTER_ONLY else signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
             os.close(self.wake_r)
             os.close(self.wake_w)
             os.close(self.ready_r)

@@ -149,8 +149,6 @@ class Worker:
         self.errors = 0
 
     def run(self) -> int:
-        for sig in (signal.SIGINT, signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
         try:
             self.store.connect()
         except Exception as exc:  # noqa: BLE001 - reported to the user, then the master stops

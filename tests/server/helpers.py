@@ -15,7 +15,15 @@ def worker_pids(master_pid: int) -> set[int]:
         children = psutil.Process(master_pid).children()
     except psutil.NoSuchProcess:
         return set()
-    return {c.pid for c in children if c.status() != psutil.STATUS_ZOMBIE}
+    return {c.pid for c in children if _alive(c)}
+
+
+def _alive(proc: psutil.Process) -> bool:
+    """Not a zombie; a child reaped between listing and asking is not alive either."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def rss_kb(pid: int) -> int:
