@@ -147,7 +147,7 @@ def _write_parquet(path: Path, columns: Sequence[str], rows: Sequence[Mapping[st
     """runs.parquet mirrors runs.csv; skipped (file removed) when pandas/pyarrow are absent."""
     try:
         import pandas as pd
-        import pyarrow  # noqa: F401  (pandas needs it for parquet)
+        import pyarrow  # noqa: F401  -- pandas needs it for parquet
     except ImportError:
         return
     frame = pd.DataFrame([{c: _cell(r.get(c)) for c in columns} for r in rows], columns=list(columns))

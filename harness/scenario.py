@@ -42,6 +42,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import InvalidInput
+from harness.scenario_errors import format_error, reject_duplicate_keys, short, type_name
 
 DURABLE = frozenset({"lmdb", "files", "sqlite", "redis"})
 TRANSACTIONS = ("invite", "register", "options")
@@ -131,7 +132,7 @@ class LoadConfig(Frozen):
     sipp_transport: Literal["tn", "t1"] = "tn"
     rate: Optional[float] = None
     rates: Optional[tuple[float, ...]] = None
-    concurrency: Optional[int] = Field(None, ge=1)
+    concurrency: Optional[int] = Field(None, ge=0)   # open: cap on transactions in flight (0 = none)
     duration: float = Field(10.0, gt=0)
     warmup: float = Field(2.0, ge=0)
     connections: int = Field(8, ge=1, le=10000)
@@ -161,7 +162,7 @@ class LoadConfig(Frozen):
             raise ValueError("either 'rate' or 'rates', not both")
         if self.mode == "open" and self.rate is None and not self.rates:
             raise ValueError("mode open needs 'rate' (calls/s) or 'rates' (a list)")
-        if self.mode == "closed" and self.concurrency is None:
+        if self.mode == "closed" and not self.concurrency:
             raise ValueError("mode closed needs 'concurrency' (calls in flight, >= 1)")
         return self
 
@@ -281,7 +282,7 @@ def load_scenario(path: Path | str) -> Scenario:
         raise InvalidInput(f"{path}: cannot read: {exc}") from None
     try:
         data = yaml.safe_load(text)
-        _reject_duplicate_keys(path, yaml.compose(text, Loader=yaml.SafeLoader))
+        reject_duplicate_keys(path, yaml.compose(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
@@ -293,92 +294,9 @@ def load_scenario(path: Path | str) -> Scenario:
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise InvalidInput(format_error(path, data, exc)) from None
+        raise InvalidInput(format_error(path, data, exc, Scenario)) from None
     check_backends(path, scenario)
     return scenario
-
-
-def _reject_duplicate_keys(path: Path, node: Any) -> None:
-    """safe_load keeps the last of two equal keys silently; a scenario must not."""
-    if isinstance(node, yaml.MappingNode):
-        seen: set[Any] = set()
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    raise InvalidInput(f"{path}: line {key.start_mark.line + 1}: key {key.value!r} "
-                                       f"appears twice in one mapping; allowed: each key once")
-                seen.add(key.value)
-            _reject_duplicate_keys(path, value)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _reject_duplicate_keys(path, item)
-
-
-def format_error(path: Path, data: Any, exc: ValidationError) -> str:
-    """The first validation error as ``FILE: PATH: got VALUE; allowed: WHAT``."""
-    err = exc.errors()[0]
-    loc = list(err["loc"])
-    dotted = _dotted(loc, data)
-    value = _short(err.get("input"))
-    msg = str(err.get("msg", "")).replace("\n", " ")
-    kind = err.get("type")
-    if kind == "extra_forbidden":
-        allowed = ", ".join(_fields_at(loc[:-1], data))
-        return f"{path}: {dotted}: unknown key; allowed keys here: {allowed}"
-    if kind == "missing":
-        return f"{path}: {dotted}: required key is missing"
-    msg = msg.removeprefix("Value error, ").removeprefix("Input should be ").split(", unable to")[0]
-    if kind == "model_type" or kind == "dict_type":
-        msg = "a mapping of keys"
-    if kind == "value_error" and isinstance(err.get("input"), dict):
-        return f"{path}: {dotted}: {msg}"  # a rule across keys: the whole mapping is no help
-    return f"{path}: {dotted}: got {value}; allowed: {msg}"
-
-
-def _dotted(loc: list[Any], data: Any) -> str:
-    """``['backends', 2, 'options', 'sync']`` -> ``backends[2].options.sync``; list indexes
-    that pydantic adds for a scalar the user wrote (``workers: x``) are dropped."""
-    out = ""
-    node = data
-    for part in loc:
-        if isinstance(part, int):
-            if isinstance(node, list):
-                out += f"[{part}]"
-                node = node[part] if part < len(node) else None
-            continue
-        out += ("." if out else "") + str(part)
-        node = node.get(part) if isinstance(node, dict) else None
-    return out or "(top level)"
-
-
-def _fields_at(loc: list[Any], data: Any) -> list[str]:
-    """Field names of the model found at ``loc`` (for unknown-key messages)."""
-    model: Any = Scenario
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return []
-        model = next((a for a in _type_args(field.annotation) if isinstance(a, type)
-                      and issubclass(a, BaseModel)), None)
-        if model is None:
-            return []
-    return list(model.model_fields)
-
-
-def _type_args(annotation: Any) -> list[Any]:
-    import typing
-
-    out = [annotation]
-    for arg in typing.get_args(annotation):
-        out.extend(_type_args(arg))
-    return out
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def check_backends(path: Path, scenario: Scenario) -> None:
@@ -411,25 +329,14 @@ def _option_error(path: Path, i: int, name: str, entry: BackendEntry, message: s
     match = re.search(r"option '([^']+)'", message)
     key = match.group(1) if match else None
     where = f"backends[{i}].options" + (f".{key}" if key else "")
-    got = f"got {_short(entry.options[key])}; " if key in entry.options else ""
+    got = f"got {short(entry.options[key])}; " if key in entry.options else ""
     if "allowed" not in message:
         accepted = option_types(resolve(name))
         if key in accepted:
-            message += f"; allowed: {_type_name(accepted[key][0])}"
+            message += f"; allowed: {type_name(accepted[key][0])}"
         else:
             message += f"; allowed: {', '.join(sorted(accepted))}"
     return f"{path}: {where}: {got}{message}"
-
-
-def _type_name(annotation: Any) -> str:
-    """``Optional[bool]`` -> ``true or false (or null)``; ``int`` -> ``an integer``."""
-    import typing
-
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if args and type(None) in typing.get_args(annotation):
-        return _type_name(args[0]) + " (or null)"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
 def _check_durability(path: Path, i: int, entry: BackendEntry) -> None:
