@@ -271,10 +271,12 @@ def calls_per_second(series: pd.DataFrame) -> pd.Series:
 
 
 def plot_timeseries(runs: pd.DataFrame, timeseries: pd.DataFrame, max_runs: int = 64) -> Figure | None:
-    """Small multiples, one panel per run: calls/s (backend colour, left axis) and INVITE
-    p99 (black dashed, right axis) over the measured seconds. Shared scales across panels."""
+    """Small multiples, one panel per run (the first ``max_runs``, the title says so):
+    calls/s (backend colour, left axis) and INVITE p99 (black dashed, right axis) over
+    the measured seconds. Shared scales across panels."""
     df = style.normalise_runs(runs) if "variant" not in runs else runs
-    df = df[df["run_id"].isin(set(timeseries["run_id"]))].head(max_runs)
+    df = df[df["run_id"].isin(set(timeseries["run_id"]))]
+    total, df = len(df), df.head(max_runs)
     if df.empty:
         return None
     ncols = min(4, len(df))
@@ -283,40 +285,50 @@ def plot_timeseries(runs: pd.DataFrame, timeseries: pd.DataFrame, max_runs: int 
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel()
     groups = dict(tuple(timeseries.groupby("run_id")))
     p99_top = float(timeseries["p99_ms"].astype(float).max()) * 1.1 or 1.0
-    twins = []
-    for ax, (_, run) in zip(axes, df.iterrows()):
-        ts = groups[run["run_id"]].sort_values("t_s")
-        rate = calls_per_second(ts)
-        ax.plot(ts["t_s"], rate, color=style.colour(run["backend"]), linewidth=1.5)
-        if not rate.any():  # say it, or an empty panel looks like a plotting bug
-            ax.text(0.5, 0.5, f"no call completed\n({int(ts['calls_failed'].sum())} failed)",
-                    transform=ax.transAxes, ha="center", va="center", fontsize="small")
-        twin = ax.twinx()
-        twin.plot(ts["t_s"], ts["p99_ms"], color="black", linestyle="--", linewidth=0.9)
-        twin.set_ylim(0, p99_top)
-        twins.append(twin)
-        flag = "" if run["ok"] else f" [{run['status'] if run['status'] != 'ok' else 'saturated'}]"
-        ax.set_title(f"{run['variant']} r{run['repeat']}, {run['workers']}w{flag}", fontsize="small")
-        ax.grid(alpha=0.3)
-    for ax in axes[len(df):]:
-        ax.set_visible(False)
-    for ax in axes[::ncols]:
-        ax.set_ylabel("throughput (calls/s)")
-    for i, twin in enumerate(twins):  # right-axis labels only on the last panel of a row
-        if i % ncols == ncols - 1 or i == len(twins) - 1:
-            twin.set_ylabel("p99 (ms)")
-        else:
-            twin.tick_params(labelright=False)
-    for ax in axes[max(0, len(df) - ncols):len(df)]:
-        ax.set_xlabel("time (s)")
-    axes[0].set_ylim(bottom=0)
+    twins = [_run_panel(ax, run, groups[run["run_id"]].sort_values("t_s"), p99_top)
+             for ax, (_, run) in zip(axes, df.iterrows())]
+    _label_grid(axes, twins, ncols)
     handles = [Line2D([], [], color=style.colour(b), label=f"calls/s: {b}")
                for b in dict.fromkeys(df["backend"])]
     handles.append(Line2D([], [], color="black", linestyle="--", label="INVITE p99 (ms)"))
     fig.legend(handles=handles, loc="outside lower center", ncols=min(6, len(handles)),
                fontsize="small")
-    fig.suptitle("Per-second throughput and INVITE p99, one panel per run")
+    shown = f" (first {len(df)} of {total} runs)" if total > len(df) else ""
+    fig.suptitle(f"Per-second throughput and INVITE p99, one panel per run{shown}")
     return fig
+
+
+def _run_panel(ax, run: pd.Series, ts: pd.DataFrame, p99_top: float):
+    """Draw one run's panel; return its right-hand (p99) axis."""
+    rate = calls_per_second(ts)
+    ax.plot(ts["t_s"], rate, color=style.colour(run["backend"]), linewidth=1.5)
+    if not rate.any():  # say it, or an empty panel looks like a plotting bug
+        ax.text(0.5, 0.5, f"no call completed\n({int(ts['calls_failed'].sum())} failed)",
+                transform=ax.transAxes, ha="center", va="center", fontsize="small")
+    twin = ax.twinx()
+    twin.plot(ts["t_s"], ts["p99_ms"], color="black", linestyle="--", linewidth=0.9)
+    twin.set_ylim(0, p99_top)
+    flag = "" if run["ok"] else f" [{run['status'] if run['status'] != 'ok' else 'saturated'}]"
+    ax.set_title(f"{run['variant']} r{run['repeat']}, {run['workers']}w{flag}", fontsize="small")
+    ax.grid(alpha=0.3)
+    return twin
+
+
+def _label_grid(axes, twins: list, ncols: int) -> None:
+    """Axis labels on the outer panels only; unused panels hidden."""
+    n = len(twins)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    for ax in axes[:n:ncols]:
+        ax.set_ylabel("throughput (calls/s)")
+    for i, twin in enumerate(twins):  # right-axis labels only on the last panel of a row
+        if i % ncols == ncols - 1 or i == n - 1:
+            twin.set_ylabel("p99 (ms)")
+        else:
+            twin.tick_params(labelright=False)
+    for ax in axes[max(0, n - ncols):n]:
+        ax.set_xlabel("time (s)")
+    axes[0].set_ylim(bottom=0)
 
 
 def figure_png(fig: Figure, dpi: int = 110) -> bytes:

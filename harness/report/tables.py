@@ -42,7 +42,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
                      "INVITE p50 ms": _num(ok, "invite_p50_ms").median(),
                      "INVITE p99 ms": _num(ok, "invite_p99_ms").median(),
                      "CPU µs/call": _num(ok, "cpu_us_per_call").median(),
-                     "lost dialogs": _num(ok, "lost_dialogs").sum()})
+                     "lost dialogs (sum)": _num(ok, "lost_dialogs").sum()})
     return pd.DataFrame(rows)
 
 
