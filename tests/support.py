@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTDATA = ROOT.parent / "shared" / "testdata"
+# External test material (RFC 4475 torture messages), vendored from ../shared/testdata so
+# that a clean clone anywhere has it; tests/data/rfc4475/README.md says where it is from.
+TESTDATA = ROOT / "tests" / "data"
 
 
 def free_port() -> int:
