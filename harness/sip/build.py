@@ -63,25 +63,39 @@ def build_response(req: Message, status: int, reason: Optional[str] = None, *,
     then ``headers``, Content-Type when given and Content-Length."""
     if not isinstance(status, int) or not 100 <= status <= 699:
         raise ValueError(f"status {status!r} is not allowed; 100..699 is")
+    before_to, to, after_to, to_has_tag = _copied(req)
     lines = [f"SIP/2.0 {status} {reason if reason is not None else reason_phrase(status)}"]
-    for via in req.header_all("via"):
-        lines.append("Via: " + via)
-    value = req.header("from")
-    if value is not None:
-        lines.append("From: " + value)
-    value = req.header("to")
-    if value is not None:
-        if to_tag and grammar.tag_of(value) is None:
-            value = f"{value};tag={to_tag}"
-        lines.append("To: " + value)
-    value = req.header("call-id")
-    if value is not None:
-        lines.append("Call-ID: " + value)
-    value = req.header("cseq")
-    if value is not None:
-        lines.append("CSeq: " + value)
+    if before_to:
+        lines.append(before_to)
+    if to is not None:
+        lines.append(f"To: {to};tag={to_tag}" if to_tag and not to_has_tag else "To: " + to)
+    if after_to:
+        lines.append(after_to)
     _add_extra(lines, headers, body, content_type)
     return _encode(lines, body)
+
+
+def _copied(req: Message) -> tuple[str, Optional[str], str, bool]:
+    """The header lines every response to ``req`` copies, computed once per request
+    (an INVITE gets three responses): Via and From lines, the To value, the Call-ID
+    and CSeq lines, and whether To already has a tag."""
+    cached = req._copied
+    if cached is None:
+        before = ["Via: " + via for via in req.header_all("via")]
+        value = req.header("from")
+        if value is not None:
+            before.append("From: " + value)
+        after = []
+        value = req.header("call-id")
+        if value is not None:
+            after.append("Call-ID: " + value)
+        value = req.header("cseq")
+        if value is not None:
+            after.append("CSeq: " + value)
+        to = req.header("to")
+        cached = req._copied = ("\r\n".join(before), to, "\r\n".join(after),
+                                to is not None and grammar.tag_of(to) is not None)
+    return cached
 
 
 def build_request(method: str, uri: str, *, call_id: str, cseq: int, from_: str, to: str,

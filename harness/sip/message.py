@@ -58,16 +58,26 @@ class Message:
     headers: list[tuple[str, str]]
     body: bytes
     _index: Optional[dict[str, list[str]]] = field(default=None, repr=False, compare=False)
+    _cseq: object = field(default=None, repr=False, compare=False)   # cached parse, or False
+    _copied: object = field(default=None, repr=False, compare=False)  # see build._copied
 
     @property
     def is_request(self) -> bool:
         return self.status is None
 
+    @property
+    def index(self) -> dict[str, list[str]]:
+        """Canonical name -> its values in order (built once; do not modify)."""
+        index = self._index
+        if index is None:
+            index = self._index = _index_of(self.headers)
+        return index
+
     def header_all(self, name: str) -> list[str]:
         """Every value of a header (any case, compact form accepted), in order."""
         index = self._index
         if index is None:
-            index = self._index = _index_of(self.headers)
+            index = self.index
         values = index.get(name)
         if values is None:
             values = index.get(canonical_name(name))
@@ -85,8 +95,11 @@ class Message:
     @property
     def cseq(self) -> Optional[tuple[int, str]]:
         """(number, method) of the first CSeq, or None when absent or malformed."""
-        match = grammar.CSEQ_RE.fullmatch(self.header("cseq") or "")
-        return (int(match.group(1)), match.group(2)) if match else None
+        cached = self._cseq
+        if cached is None:
+            match = grammar.CSEQ_RE.fullmatch(self.header("cseq") or "")
+            cached = self._cseq = (int(match.group(1)), match.group(2)) if match else False
+        return cached or None
 
     @property
     def from_tag(self) -> Optional[str]:
@@ -202,25 +215,31 @@ def _read_headers(lines: list[str], errors: list[str]):
     """(name, value) pairs and the name index; lines that are not headers are noted."""
     headers: list[tuple[str, str]] = []
     index: dict[str, list[str]] = {}
-    for i in range(1, len(lines)):
-        name, sep, value = lines[i].partition(":")
-        canon = _KNOWN.get(name.lower()) if sep else None
+    known_names, list_headers, append = _KNOWN.get, LIST_HEADERS, headers.append
+    for i, line in enumerate(lines):
+        if not i:
+            continue  # the start line
+        name, sep, value = line.partition(":")
+        canon = known_names(name.lower()) if sep else None
         if canon is None:
             canon = canonical_name(name)
             if not sep or not grammar.TOKEN_RE.fullmatch(canon):
                 errors.append(f"header line {i} is not 'name: value'")
                 continue
         value = value.strip(" \t")
-        if canon in LIST_HEADERS and "," in value:
+        values = index.get(canon)
+        if canon in list_headers and "," in value:
             entries = grammar.split_list(value)
-        else:
-            entries = (value,)
-        known = index.get(canon)
-        if known is None:
-            known = index[canon] = []
-        for entry in entries:
-            headers.append((canon, entry))
-            known.append(entry)
+            if values is None:
+                values = index[canon] = []
+            values.extend(entries)
+            headers.extend([(canon, entry) for entry in entries])
+        else:  # the usual case: one value
+            if values is None:
+                index[canon] = [value]
+            else:
+                values.append(value)
+            append((canon, value))
     return headers, index
 
 

@@ -45,11 +45,13 @@ def validate_request(msg: Message, *, methods: Optional[Collection[str]] = None,
 
 
 def _check_headers(msg: Message) -> Optional[Rejection]:
+    index = msg.index
     for name in MANDATORY:
-        if not msg.header_all(name):
+        if not index.get(name):
             return 400, f"Missing {header_label(name)}", []
     for name in SINGLE:
-        if len(msg.header_all(name)) > 1:
+        values = index.get(name)
+        if values is not None and len(values) > 1:
             return 400, f"Multiple {header_label(name)} values", []
     cseq = msg.cseq
     if cseq is None:
