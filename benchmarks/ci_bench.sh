@@ -27,8 +27,7 @@ cd "$(dirname "$0")/.."
 HARNESS=${HARNESS:-$( [ -x .venv/bin/harness ] && echo .venv/bin/harness || echo harness )}
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 OUT=${1:-$(mktemp -d "${TMPDIR:-/tmp}/sipstate-ci-bench.XXXXXX")}
-REFERENCE=${SIPSTATE_BENCH_REFERENCE:-shm}
-THRESHOLD=${SIPSTATE_BENCH_THRESHOLD:-35}
+source benchmarks/ci_settings.sh
 ATTEMPTS=${SIPSTATE_BENCH_ATTEMPTS:-2}
 
 # ok | saturated (only generator saturation spoiled runs) | failed
@@ -59,8 +58,7 @@ for attempt in $(seq 1 "$ATTEMPTS"); do
 done
 ln -sfn "attempt$attempt/latest" "$OUT/latest"
 
-ARGS=(benchmarks/baseline "$NEW" --reference "$REFERENCE" --threshold "$THRESHOLD"
-      --metric cpu_us_per_call --metric lost_dialogs --metric throughput_cps)
+ARGS=(benchmarks/baseline "$NEW" "${CI_COMPARE_ARGS[@]}")
 
 if [ -n "${SIPSTATE_BENCH_EXPORT_DIR:-}" ]; then
     mkdir -p "$SIPSTATE_BENCH_EXPORT_DIR"

@@ -113,9 +113,10 @@ def test_a_backend_has_the_same_colour_in_every_plot(fabricated):
         assert colours["lmdb fsync"] == {style.colour("lmdb")}
         assert colours["redis"] == {style.colour("redis")}
     latency = plots.plot_latency(runs, res.histograms)
+    (fig_legend,) = latency.legends  # one legend below the panels, none inside them
+    assert not any(ax.get_legend() for ax in latency.axes)
     legend = {t.get_text(): matplotlib.colors.to_hex(h.get_color())
-              for t, h in zip(latency.axes[0].get_legend().get_texts(),
-                              latency.axes[0].get_legend().legend_handles)}
+              for t, h in zip(fig_legend.get_texts(), fig_legend.legend_handles)}
     assert legend["shm"] == style.colour("shm") and legend["lmdb fsync"] == style.colour("lmdb")
     assert style.colour("my-backend") == style.colour("my-backend")  # unknown names: stable too
 
