@@ -78,6 +78,30 @@ def test_verdicts_on_synthetic_data(fabricated):
     assert table.at["Shared backends that lost dialogs", "answer"] == "none"
 
 
+def test_cheapest_and_quickest_name_the_rivals_their_repeats_cannot_separate(fabricated):
+    runs = style.normalise_runs(results.load(fabricated).runs)
+    ok = runs[runs["ok"] & (runs["backend"] != "local")]
+    for question, col in (("Cheapest lossless backend in CPU per call", "cpu_us_per_call"),
+                          ("Lowest INVITE p99 among lossless backends", "invite_p99_ms")):
+        by = ok.groupby("variant")[col]
+        best = by.median().idxmin()
+        overlap = sorted(v for v in by.median().index
+                         if v != best and by.min()[v] <= by.max()[best])
+        answer = verdicts.verdicts(runs).set_index("question").at[question, "answer"]
+        assert answer.split(" (")[0] == best
+        assert ("repeats overlap" in answer) == bool(overlap), (answer, overlap)
+        assert all(v in answer for v in overlap)
+    # one repeat of a rival made as cheap as the winner's worst: now they overlap
+    best = ok.groupby("variant")["cpu_us_per_call"].median().idxmin()
+    rival = next(v for v in ok["variant"].unique() if v != best)
+    worst = ok.loc[ok["variant"] == best, "cpu_us_per_call"].max()
+    edited = runs.copy()
+    edited.loc[edited.index[(edited["variant"] == rival) & edited["ok"]][0], "cpu_us_per_call"] = worst
+    answer = verdicts.verdicts(edited).set_index("question").at[
+        "Cheapest lossless backend in CPU per call", "answer"]
+    assert answer.startswith(f"{best} (repeats overlap with") and rival in answer
+
+
 def test_failed_and_saturated_runs_are_listed_not_plotted(tmp_path):
     from tests.report import fabricate
 
