@@ -24,8 +24,6 @@
 # write github-action-benchmark.json and bencher.json there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-HARNESS=${HARNESS:-$( [ -x .venv/bin/harness ] && echo .venv/bin/harness || echo harness )}
-PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 OUT=${1:-$(mktemp -d "${TMPDIR:-/tmp}/sipstate-ci-bench.XXXXXX")}
 source benchmarks/ci_settings.sh
 ATTEMPTS=${SIPSTATE_BENCH_ATTEMPTS:-2}

@@ -9,7 +9,6 @@
 #   benchmarks/false_alarms.sh [PAIRS] [OUT_DIR]        (default 5 pairs: about 25 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-HARNESS=${HARNESS:-$( [ -x .venv/bin/harness ] && echo .venv/bin/harness || echo harness )}
 PAIRS=${1:-5}
 OUT=${2:-$(mktemp -d "${TMPDIR:-/tmp}/sipstate-false-alarms.XXXXXX")}
 source benchmarks/ci_settings.sh
@@ -39,7 +38,7 @@ done
 echo "false alarms (threshold ${THRESHOLD}%, reference ${REFERENCE}):"
 echo "  back-to-back pairs: $pair_alarms of $PAIRS"
 echo "  runs vs baseline:   $base_alarms of $((2 * PAIRS))"
-"${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}" - "$OUT" <<'PY'
+"$PYTHON" - "$OUT" <<'PY'
 import json, pathlib, sys
 rows = []
 for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):

@@ -13,8 +13,7 @@
 # the folder together with the change that explains the new figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-HARNESS=${HARNESS:-$( [ -x .venv/bin/harness ] && echo .venv/bin/harness || echo harness )}
-PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+source benchmarks/ci_settings.sh
 BASELINE=benchmarks/baseline
 
 RUNS=()

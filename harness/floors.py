@@ -14,10 +14,10 @@ loopback round trip plus the server's work.
 ``open_floor(store)`` builds the right one for a connected redis or memcached
 store and maps the Store key the same way the backend does (prefix, key encoding).
 It sends on the store's own connection: the same socket, so the same server
-thread (memcached has several) and the same CPU placement of it. On this 2-core
-VM a GET on a connection whose memcached thread sat on the client's core took
-17 µs and one on a thread across cores 50 µs, for the same bytes: with two
-connections the "floor" measured the scheduler, not the client library.
+thread (memcached gives each connection to one of its threads). On this 2-core
+VM the same raw GET took 17 µs on one connection and 50 µs on another, in
+alternation with the same client: with two connections the "floor" measured
+where the scheduler put each server thread, not the client library.
 """
 from __future__ import annotations
 
@@ -155,8 +155,8 @@ def store_socket(store: Any) -> Optional[socket.socket]:
     if client is None:
         return None
     if store.name == "redis":
-        conn = client.connection
-        if conn is not None and conn._sock is None:
+        conn = client.connection  # single_connection_client: always this one
+        if conn._sock is None:
             conn.connect()
-        return conn._sock if conn is not None else None
+        return conn._sock
     return getattr(client, "sock", None)

@@ -18,7 +18,6 @@ their run. The manifest is the first source's, with ``runs`` re-keyed and
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -33,7 +32,7 @@ def pool(sources: Sequence[Path | str], dest: Path | str) -> Path:
     if not sources:
         raise InvalidInput("give at least one results folder to pool")
     folders = [results.resolve_folder(s) for s in sources]
-    manifests = [_manifest(f) for f in folders]
+    manifests = [results.load_manifest(f) for f in folders]
     names = {m.get("scenario", {}).get("name") for m in manifests}
     if len(names) != 1:
         raise InvalidInput(f"the folders hold different scenarios ({sorted(map(str, names))}); "
@@ -70,13 +69,6 @@ def _pooled_manifest(folders: list[Path], manifests: list[dict]) -> dict[str, An
                               "end_time": m.get("end_time"), "git": m.get("git")}
                              for f, m in zip(folders, manifests)]
     return pooled
-
-
-def _manifest(folder: Path) -> dict:
-    try:
-        return json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"{folder / 'manifest.json'}: unreadable ({exc})") from None
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

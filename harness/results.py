@@ -201,7 +201,7 @@ def load(path: Path | str = "results/latest") -> Results:
                            f"expected the columns of harness.schema.RUN_COLUMNS")
     runs = _typed_runs(runs)
     return Results(path=folder, runs=runs, timeseries=_load_timeseries(folder),
-                   histograms=load_histograms(folder / "hdr"), manifest=_load_manifest(folder))
+                   histograms=load_histograms(folder / "hdr"), manifest=load_manifest(folder))
 
 
 def _typed_runs(runs: Any) -> Any:
@@ -242,7 +242,8 @@ def _load_timeseries(folder: Path) -> Any:
     return frame
 
 
-def _load_manifest(folder: Path) -> dict:
+def load_manifest(folder: Path) -> dict:
+    """``folder``'s manifest.json, or {} when it has none; InvalidInput when unreadable."""
     path = folder / "manifest.json"
     if not path.is_file():
         return {}
