@@ -394,7 +394,18 @@ class _Run:
             return "failed", one_line(f"generator saturated: {text}")
         if self.load is not None and self.load.returncode not in (0, None):
             return "failed", f"harness load exited with status {self.load.returncode}"
-        return "ok", ""
+        return one_worker_verdict(row, self.spec.workers)
+
+
+def one_worker_verdict(row: dict, workers: int) -> tuple[str, str]:
+    """A run whose answers all came from one worker of several tested no sharing at all
+    (every dialog stayed on that worker): it is failed, not reported as lossless.
+    Only when the generator says which workers answered (the builtin one does)."""
+    seen = row.get("workers_seen")
+    if workers >= 2 and isinstance(seen, list) and len(seen) == 1:
+        return "failed", (f"every answer came from worker {seen[0]} of {workers}: no dialog "
+                          "crossed workers, so the run says nothing about sharing")
+    return "ok", ""
 
     # ---- cleanup ------------------------------------------------------------
     def cleanup(self) -> None:

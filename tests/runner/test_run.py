@@ -152,3 +152,13 @@ def test_a_missing_program_skips_every_run_with_exit_3(tmp_path):
     row = results.load(tmp_path).runs.iloc[0]
     assert row["status"] == "skipped"
     assert "apt-get install -y redis-server" in row["reason"]
+
+
+@pytest.mark.parametrize("seen,workers,status", [([1], 2, "failed"), ([1, 2], 2, "ok"), ([1], 1, "ok"),
+                                                 ([], 2, "ok"), (None, 2, "ok")])
+def test_a_run_answered_by_one_worker_of_several_is_failed(seen, workers, status):
+    from harness.onerun import one_worker_verdict
+
+    verdict, reason = one_worker_verdict({"workers_seen": seen}, workers)
+    assert verdict == status
+    assert ("no dialog crossed workers" in reason) == (status == "failed")
