@@ -396,17 +396,6 @@ class _Run:
             return "failed", f"harness load exited with status {self.load.returncode}"
         return one_worker_verdict(row, self.spec.workers)
 
-
-def one_worker_verdict(row: dict, workers: int) -> tuple[str, str]:
-    """A run whose answers all came from one worker of several tested no sharing at all
-    (every dialog stayed on that worker): it is failed, not reported as lossless.
-    Only when the generator says which workers answered (the builtin one does)."""
-    seen = row.get("workers_seen")
-    if workers >= 2 and isinstance(seen, list) and len(seen) == 1:
-        return "failed", (f"every answer came from worker {seen[0]} of {workers}: no dialog "
-                          "crossed workers, so the run says nothing about sharing")
-    return "ok", ""
-
     # ---- cleanup ------------------------------------------------------------
     def cleanup(self) -> None:
         """Stop every process, remove shared memory and the run directory. Idempotent."""
@@ -434,3 +423,14 @@ def one_worker_verdict(row: dict, workers: int) -> tuple[str, str]:
             self.details["removed_leftovers"] = leaked
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def one_worker_verdict(row: dict, workers: int) -> tuple[str, str]:
+    """A run whose answers all came from one worker of several tested no sharing at all
+    (every dialog stayed on that worker): it is failed, not reported as lossless.
+    Only when the generator says which workers answered (the builtin one does)."""
+    seen = row.get("workers_seen")
+    if workers >= 2 and isinstance(seen, list) and len(seen) == 1:
+        return "failed", (f"every answer came from worker {seen[0]} of {workers}: no dialog "
+                          "crossed workers, so the run says nothing about sharing")
+    return "ok", ""
